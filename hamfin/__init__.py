@@ -1,0 +1,1 @@
+"""hamfin: FX and futures forecasting around the Hamiltonian Memory Layer with Dissipation."""

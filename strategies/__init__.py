@@ -1,0 +1,1 @@
+"""WHAT to trade: pure signal rules over forecasts, and the one backtest door (vectorbt)."""
