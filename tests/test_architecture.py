@@ -28,3 +28,14 @@ def test_ruff_finds_no_lint_errors():
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_only_the_backtest_door_imports_vectorbt():
+    offenders = []
+    for path in sorted((ROOT / "strategies").rglob("*.py")):
+        if path.name == "backtest.py":
+            continue
+        text = path.read_text()
+        if "import vectorbt" in text or "from vectorbt" in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == [], f"vectorbt imported outside strategies/backtest.py: {offenders}"
