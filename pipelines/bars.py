@@ -1,0 +1,227 @@
+"""Bars from ticks: time, tick, volume and dollar bars (``LazyFrame -> LazyFrame``).
+
+Every function takes a QUOTES (or TRADES) frame and returns a lazy frame in exactly the
+``data_specs.schemas.BARS`` schema, one row per bar that saw at least one tick (no forward
+fill: a minute without ticks has no bar).
+
+For quote bars
+    ``open/high/low/close`` are the mid ``(bid + ask) / 2``; ``bid_*`` and ``ask_*`` the OHLC of
+    each side; ``spread_mean``/``spread_max`` the mean and max of ``ask - bid`` over the bar's
+    ticks; ``volume`` the sum of ``bid_size + ask_size`` over the ticks that carry sizes (null when
+    no tick in the bar has a size); ``realized_variance`` the sum of squared log mid returns
+    between consecutive ticks *inside* the bar (the jump from the previous bar's last tick is not
+    counted, so a one-tick bar has 0).
+For trade bars
+    the OHLC is the trade price, ``bid_*``/``ask_*``/``spread_*`` are null, ``volume`` is the sum
+    of ``size`` and ``realized_variance`` uses log trade-price returns.
+
+Time semantics: ``ts_event`` is the bar's open (inclusive) and ``ts_close`` its end (exclusive);
+a bar's values are known from ``ts_close`` on. For time bars these are the window bounds. For
+tick, volume and dollar bars ``ts_event`` is the first tick's time and ``ts_close`` the last
+tick's time plus one nanosecond (the bar is complete at its last tick).
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+from data_specs.schemas import BARS, QUOTES, TRADES, conform
+from data_specs.spec import InstrumentSpec
+
+_CALENDAR_UNIT = re.compile(r"\d+(d|w|mo|q|y)$")
+
+
+def _is_trades(lf: pl.LazyFrame) -> bool:
+    names = lf.collect_schema().names()
+    if "price" in names:
+        return True
+    if "bid_price" in names and "ask_price" in names:
+        return False
+    message = f"bars need QUOTES (bid_price, ask_price) or TRADES (price) columns, got {names}"
+    raise ValueError(message)
+
+
+def _quote_aggs() -> list[pl.Expr]:
+    bid, ask = pl.col("bid_price"), pl.col("ask_price")
+    mid = (bid + ask) / 2
+    spread = ask - bid
+    sizes = pl.col("bid_size").fill_null(0.0) + pl.col("ask_size").fill_null(0.0)
+    has_size = pl.col("bid_size").is_not_null() | pl.col("ask_size").is_not_null()
+    return [
+        mid.first().alias("open"),
+        mid.max().alias("high"),
+        mid.min().alias("low"),
+        mid.last().alias("close"),
+        bid.first().alias("bid_open"),
+        bid.max().alias("bid_high"),
+        bid.min().alias("bid_low"),
+        bid.last().alias("bid_close"),
+        ask.first().alias("ask_open"),
+        ask.max().alias("ask_high"),
+        ask.min().alias("ask_low"),
+        ask.last().alias("ask_close"),
+        pl.when(has_size.any()).then(sizes.sum()).otherwise(None).alias("volume"),
+        pl.len().cast(pl.Int64).alias("tick_count"),
+        spread.mean().alias("spread_mean"),
+        spread.max().alias("spread_max"),
+        mid.log().diff().pow(2).sum().alias("realized_variance"),
+    ]
+
+
+def _trade_aggs() -> list[pl.Expr]:
+    price = pl.col("price")
+    return [
+        price.first().alias("open"),
+        price.max().alias("high"),
+        price.min().alias("low"),
+        price.last().alias("close"),
+        pl.col("size").sum().alias("volume"),
+        pl.len().cast(pl.Int64).alias("tick_count"),
+        price.log().diff().pow(2).sum().alias("realized_variance"),
+    ]
+
+
+def _canonical(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """Conform input to QUOTES or TRADES (missing size columns become null) and pick the aggs."""
+    if _is_trades(lf):
+        return conform(lf, TRADES), _trade_aggs()
+    return conform(lf, QUOTES), _quote_aggs()
+
+
+def time_bars(
+    quotes_lf: pl.LazyFrame,
+    *,
+    every: str,
+    spec: InstrumentSpec | None = None,
+) -> pl.LazyFrame:
+    """Aggregate ticks into time bars of length ``every``.
+
+    Parameters
+    ----------
+    quotes_lf
+        QUOTES (or TRADES) rows, any order; extra columns (lineage) are ignored.
+    every
+        Any Polars duration string: ``"1s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"1w"``...
+    spec
+        Optional instrument spec. Intraday windows are aligned on the UTC clock. Windows of a day
+        or longer are aligned on the instrument's trading day when a spec is given (they start at
+        ``calendar.daily_roll`` in ``calendar.timezone``, DST-aware: an FX daily bar runs 17:00 to
+        17:00 New York); without a spec they start at midnight UTC.
+
+    Returns
+    -------
+    pl.LazyFrame
+        BARS schema, sorted by ``instrument_id, ts_event``; only windows that saw a tick.
+    """
+    quotes_lf, aggs = _canonical(quotes_lf)
+    if spec is not None and _CALENDAR_UNIT.search(every):
+        tz = spec.calendar.timezone
+        hours, minutes = (int(x) for x in spec.calendar.daily_roll.split(":"))
+        # The trading day that ends at daily_roll started the previous day at daily_roll.
+        offset = f"{hours * 60 + minutes - 24 * 60}m"
+    else:
+        tz, offset = "UTC", None
+    frame = (
+        quotes_lf.with_columns(
+            pl.from_epoch("ts_event", time_unit="ns")
+            .dt.replace_time_zone("UTC")
+            .dt.convert_time_zone(tz)
+            .alias("_window")
+        )
+        .sort("instrument_id", "ts_event")
+        .group_by_dynamic(
+            "_window",
+            every=every,
+            offset=offset,
+            group_by="instrument_id",
+            closed="left",
+            label="left",
+            start_by="window",
+        )
+        .agg(aggs)
+        .with_columns(
+            pl.col("_window").dt.epoch("ns").alias("ts_event"),
+            pl.col("_window").dt.offset_by(every).dt.epoch("ns").alias("ts_close"),
+        )
+        .sort("instrument_id", "ts_event")
+    )
+    return conform(frame, BARS)
+
+
+def _bars_by_id(lf: pl.LazyFrame, bar_id: pl.Expr) -> pl.LazyFrame:
+    """Group consecutive ticks of each instrument by ``bar_id`` (computed over sorted ticks)."""
+    lf, aggs = _canonical(lf)
+    frame = (
+        lf.sort("instrument_id", "ts_event")
+        .with_columns(bar_id.over("instrument_id").alias("_bar"))
+        .group_by("instrument_id", "_bar", maintain_order=True)
+        .agg(
+            pl.col("ts_event").first().alias("ts_event"),
+            (pl.col("ts_event").last() + 1).alias("ts_close"),
+            *aggs,
+        )
+        .sort("instrument_id", "ts_event")
+    )
+    return conform(frame, BARS)
+
+
+def tick_bars(lf: pl.LazyFrame, *, ticks: int) -> pl.LazyFrame:
+    """Aggregate every ``ticks`` consecutive ticks of an instrument into one bar.
+
+    The last bar of each instrument may hold fewer ticks (it is still open).
+    """
+    if ticks < 1:
+        raise ValueError(f"ticks must be >= 1, got {ticks}")
+    return _bars_by_id(lf, pl.int_range(pl.len()) // ticks)
+
+
+def _threshold_bars(lf: pl.LazyFrame, amount: pl.Expr, threshold: float) -> pl.LazyFrame:
+    # A tick belongs to the bar in which the cumulative amount *before* it lies, so the tick that
+    # reaches the threshold closes its bar. The overshoot carries into the next bar (the
+    # vectorized form of López de Prado's rule, which resets to zero instead).
+    before = amount.cum_sum() - amount
+    return _bars_by_id(lf, (before / threshold).floor().cast(pl.Int64))
+
+
+def _size() -> pl.Expr:
+    return pl.col("bid_size").fill_null(0.0) + pl.col("ask_size").fill_null(0.0)
+
+
+def volume_bars(lf: pl.LazyFrame, *, volume: float) -> pl.LazyFrame:
+    """Close a bar each time ``volume`` units have traded (trades) or been quoted (quotes).
+
+    Quote volume is ``bid_size + ask_size``; ticks without sizes count 0.
+    """
+    if not volume > 0:
+        raise ValueError(f"volume must be > 0, got {volume}")
+    amount = pl.col("size").fill_null(0.0) if _is_trades(lf) else _size()
+    return _threshold_bars(lf, amount, volume)
+
+
+def dollar_bars(
+    lf: pl.LazyFrame, *, notional: float, spec: InstrumentSpec | None = None
+) -> pl.LazyFrame:
+    """Close a bar each time ``notional`` (price x size x multiplier) has changed hands.
+
+    ``spec.multiplier`` is used when a spec is given (futures), else 1. Quotes use the mid
+    price and ``bid_size + ask_size``.
+    """
+    if not notional > 0:
+        raise ValueError(f"notional must be > 0, got {notional}")
+    multiplier = spec.multiplier if spec is not None else 1.0
+    if _is_trades(lf):
+        amount = pl.col("price") * pl.col("size").fill_null(0.0)
+    else:
+        amount = (pl.col("bid_price") + pl.col("ask_price")) / 2 * _size()
+    return _threshold_bars(lf, amount * multiplier, notional)
+
+
+def trade_bars(
+    trades_lf: pl.LazyFrame, *, every: str, spec: InstrumentSpec | None = None
+) -> pl.LazyFrame:
+    """Aggregate TRADES into time bars (OHLC of trade prices, volume = sum of sizes)."""
+    if not _is_trades(trades_lf):
+        raise ValueError("trade_bars needs a TRADES frame (a 'price' column)")
+    return time_bars(trades_lf, every=every, spec=spec)
