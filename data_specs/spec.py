@@ -205,7 +205,7 @@ def _field(cls: type, f: Any, table: dict[str, Any], where: str, label: str) -> 
         if value == [] or value is None:
             return None
         if not (isinstance(value, list) and len(value) == 2):
-            raise SpecError(f"{where}: field '{label}' must be [\"HH:MM\", \"HH:MM\"] or []")
+            raise SpecError(f'{where}: field \'{label}\' must be ["HH:MM", "HH:MM"] or []')
         return tuple(value)
     literal = {
         "AssetClass": AssetClass,
@@ -215,7 +215,9 @@ def _field(cls: type, f: Any, table: dict[str, Any], where: str, label: str) -> 
     if literal is not None:
         allowed = get_args(literal)
         if value not in allowed:
-            raise SpecError(f"{where}: field '{label}' must be one of {list(allowed)}, got {value!r}")
+            raise SpecError(
+                f"{where}: field '{label}' must be one of {list(allowed)}, got {value!r}"
+            )
         return value
     if not isinstance(value, str):
         raise SpecError(f"{where}: field '{label}' must be a string, got {value!r}")
