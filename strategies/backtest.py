@@ -1,0 +1,895 @@
+"""The backtest door: the only module that imports vectorbt.
+
+Timing. A forecast made at ``ts_event`` t (the close of some bar) sets the position of the
+first bar whose ``ts_event >= t``; the order fills at that bar's *open* and the position is
+held over that bar and the following ones until the next forecast, at most ``horizon`` bars.
+Nothing a forecast decides touches a bar that ended before it was made.
+
+Costs, all from the instrument spec, per side:
+
+- half-spread ``(ask_open - bid_open) / 2`` from the bar's quotes where present, else
+  ``costs.typical_spread / 2``, plus slippage ``costs.slippage_ticks * price_increment``: both
+  move the fill price against the order (vectorbt ``slippage``, a fraction of the price);
+- ``costs.taker_fee`` (fraction of notional) and ``costs.commission_per_contract`` per unit
+  of size (vectorbt ``fees``, a fraction of the fill value);
+- FX rollover ``costs.rollover_{long,short}_bps_per_day`` of notional for each 17:00
+  America/New_York roll a position is held over (Wednesday's counts three times), optional.
+
+Units. Prices are multiplied by ``spec.multiplier`` so one unit of size is one contract (one
+base-currency unit for FX). PnL is made in ``spec.currency`` and converted into the account
+currency bar by bar at the bar's close (for USDJPY with a USD account: divided by the price).
+Sizes are ``position * capital / notional of one unit``, fixed when the position changes;
+futures sizes are rounded to whole contracts. Returns are ``pnl / capital`` (no compounding).
+
+CLI::
+
+    python -m strategies.backtest --run runs/EURUSD/<ts> [--strategy threshold] [--bars PATH]
+
+writes ``backtest.json``, ``trades.parquet`` and ``report.html`` into the run folder and prints
+the scorecard. Bad input prints one line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from data_specs.schemas import BARS, FORECASTS, check_schema
+from data_specs.spec import InstrumentSpec, SpecError, load_spec
+from strategies import baselines
+from strategies.metrics import scorecard
+from strategies.regimes import (
+    RegimeParams,
+    label_regimes,
+    metrics_by_group,
+    robustness_summary,
+    robustness_table,
+)
+from strategies.signals import (
+    EnergyFilterParams,
+    Params,
+    ThresholdParams,
+    VolTargetParams,
+    signals,
+    total_energy,
+)
+
+STRATEGIES: dict[str, Params] = {
+    "threshold": ThresholdParams(),
+    "vol-target": VolTargetParams(),
+    "energy-filter": EnergyFilterParams(),
+}
+BAR_COLUMNS = ["ts_event", "ts_close", "open", "close", "bid_open", "ask_open"]
+
+
+class BacktestInputError(ValueError):
+    """Bad input: wrong schema or instrument, misaligned timestamps, empty forecasts."""
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """How the backtest sizes, charges and scores."""
+
+    capital: float = 1_000_000.0  # account currency
+    account_currency: str = "USD"
+    rollover: bool = True  # charge/credit FX rollover at the 17:00 New York roll
+    n_boot: int = 500  # bootstrap resamples for the headline scorecard
+    n_boot_regime: int = 200  # per regime and per fold
+    n_random: int = 200  # turnover-matched random signals for the Sharpe p-value
+    seed: int = 0
+    regimes: RegimeParams = field(default_factory=RegimeParams)
+
+
+@dataclass
+class Simulation:
+    """Per-bar results of one vectorized simulation; arrays are (n_bars, n_columns)."""
+
+    columns: list[str]
+    ts_event: np.ndarray  # (n,)
+    position: np.ndarray  # target exposure, multiples of capital
+    units: np.ndarray  # size held over each bar (contracts / base units)
+    pnl: np.ndarray  # account currency, costs included
+    costs: np.ndarray  # account currency, spread + slippage + fees + rollover (>= 0 is a cost)
+    returns: np.ndarray  # pnl / capital
+    trades: pl.DataFrame | None  # one row per position, entry to exit (vectorbt), or None
+    n_trades: np.ndarray  # (n_columns,) positions opened (entries and flips)
+
+
+# ---- input checks ----------------------------------------------------------------------
+
+
+def read_forecasts(path: Path) -> pl.DataFrame:
+    """Read a FORECASTS Parquet file, raising ``BacktestInputError`` on a wrong schema."""
+    if not path.is_file():
+        raise BacktestInputError(f"{path}: forecasts file not found")
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is bad input
+        raise BacktestInputError(f"{path}: not a readable Parquet file ({err})") from err
+    try:
+        check_schema(frame, FORECASTS, what=str(path))
+    except ValueError as err:
+        raise BacktestInputError(f"{err} (FORECASTS schema)") from err
+    return frame.select(list(FORECASTS))
+
+
+def read_bars(path: Path, instrument_id: str) -> pl.DataFrame:
+    """Read BARS rows of ``instrument_id`` from a Parquet file."""
+    if not path.is_file():
+        raise BacktestInputError(f"{path}: bars file not found")
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as err:  # noqa: BLE001
+        raise BacktestInputError(f"{path}: not a readable Parquet file ({err})") from err
+    return _check_bars(frame, instrument_id, str(path))
+
+
+def _check_bars(frame: pl.DataFrame, instrument_id: str, where: str) -> pl.DataFrame:
+    try:
+        check_schema(frame, pl.Schema({c: BARS[c] for c in BAR_COLUMNS}), what=where)
+    except ValueError as err:
+        raise BacktestInputError(f"{err} (BARS schema)") from err
+    if "instrument_id" in frame.columns:
+        frame = frame.filter(pl.col("instrument_id") == instrument_id)
+    if frame.is_empty():
+        raise BacktestInputError(f"{where}: no bars for instrument {instrument_id}")
+    return frame.sort("ts_event").unique("ts_event", keep="last", maintain_order=True)
+
+
+def check_inputs(forecasts: pl.DataFrame, bars: pl.DataFrame, spec: InstrumentSpec) -> None:
+    """Raise ``BacktestInputError`` naming the first problem with ``forecasts`` vs ``bars``."""
+    if forecasts.is_empty():
+        raise BacktestInputError("forecasts: empty (no rows to trade)")
+    ids = forecasts.get_column("instrument_id").unique().to_list()
+    if ids != [spec.instrument_id]:
+        message = f"forecasts: instrument_id {sorted(map(str, ids))} != {spec.instrument_id}"
+        raise BacktestInputError(message)
+    dup = forecasts.filter(pl.struct("model", "ts_event").is_duplicated())
+    if not dup.is_empty():
+        row = dup.row(0, named=True)
+        model, ts = row["model"], row["ts_event"]
+        message = f"forecasts: duplicate rows for model {model} at ts_event {ts} ({_iso(ts)})"
+        raise BacktestInputError(message)
+    closes = bars.get_column("ts_close").to_numpy()
+    ts = forecasts.get_column("ts_event").to_numpy()
+    aligned = np.isin(ts, closes)
+    if not aligned.all():
+        bad = int(ts[~aligned][0])
+        n_bad = int((~aligned).sum())
+        message = (
+            f"forecasts: {n_bad} ts_event values match no bar close, first {bad} "
+            f"({_iso(bad)}); bars close between {_iso(closes.min())} and {_iso(closes.max())}"
+        )
+        raise BacktestInputError(message)
+
+
+def _iso(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns"))
+
+
+# ---- positions on the bar grid ---------------------------------------------------------
+
+
+def window_bars(forecasts: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
+    """Return the bars the forecasts act on: from the first forecast to the last + horizon."""
+    first = forecasts.get_column("ts_event").min()
+    last = forecasts.get_column("ts_event").max()
+    horizon = int(forecasts.get_column("horizon").max())
+    after = bars.filter(pl.col("ts_event") >= first)
+    n_tail = int((after.get_column("ts_event") <= last).sum()) + horizon
+    return after.head(n_tail)
+
+
+def positions_on_bars(signal: pl.DataFrame, bar_ts: np.ndarray) -> np.ndarray:
+    """Spread forecast-time positions over bars: bar k takes the last forecast made at or
+    before its start, for at most ``horizon`` bars; flat elsewhere. Shape (n_bars,)."""
+    ts = signal.get_column("ts_event").to_numpy()
+    start = np.searchsorted(bar_ts, ts, side="left")  # first bar with ts_event >= forecast
+    keep = start < len(bar_ts)
+    start = start[keep]
+    pos = signal.get_column("position").to_numpy()[keep]
+    horizon = signal.get_column("horizon").to_numpy()[keep]
+    out = np.zeros(len(bar_ts))
+    if len(start) == 0:
+        return out
+    k = np.arange(len(bar_ts))
+    last = np.searchsorted(start, k, side="right") - 1  # forecast in force at bar k
+    ok = last >= 0
+    age = np.where(ok, k - start[np.maximum(last, 0)], -1)
+    alive = ok & (age < horizon[np.maximum(last, 0)])
+    out[alive] = pos[last[alive]]
+    return out
+
+
+# ---- the simulation --------------------------------------------------------------------
+
+
+def conversion_to_account(spec: InstrumentSpec, close: np.ndarray, account: str) -> np.ndarray:
+    """Return account-currency units per unit of ``spec.currency``, per bar."""
+    if spec.currency == account:
+        return np.ones(len(close))
+    if spec.is_fx and spec.base_currency == account:
+        return 1.0 / close  # e.g. USDJPY: USD per JPY
+    message = (
+        f"no conversion from {spec.currency} into the {account} account for {spec.instrument_id}"
+    )
+    raise BacktestInputError(message)
+
+
+def half_spread(bars: pl.DataFrame, spec: InstrumentSpec) -> np.ndarray:
+    """Return the half-spread at each bar's open: from quotes where present, else typical."""
+    quoted = (bars.get_column("ask_open") - bars.get_column("bid_open")).to_numpy() / 2.0
+    quoted = np.where(np.isfinite(quoted) & (quoted >= 0), quoted, np.nan)
+    return np.where(np.isnan(quoted), spec.costs.typical_spread / 2.0, quoted)
+
+
+def roll_counts(ts_from: np.ndarray, ts_to: np.ndarray) -> np.ndarray:
+    """Return the weighted number of 17:00 New York rolls in ``[ts_from, ts_to)``.
+
+    Rolls happen Monday to Friday; Wednesday's counts three (weekend value dates).
+    """
+    weekly = np.array([1, 2, 5, 6, 7, 7, 7])  # cumulative weight through Mon..Sun
+
+    def cumulative(ns: np.ndarray) -> np.ndarray:
+        local = (
+            pl.Series(ns - 1, dtype=pl.Int64)
+            .cast(pl.Datetime("ns"))
+            .dt.replace_time_zone("UTC")
+            .dt.convert_time_zone("America/New_York")
+            .dt.offset_by("-17h")
+            .dt.date()
+            .cast(pl.Int64)
+            .to_numpy()
+        )
+        days = local + 3  # 1970-01-01 was a Thursday: Monday-based day number
+        return 7 * (days // 7) + weekly[days % 7]
+
+    return cumulative(ts_to) - cumulative(ts_from)
+
+
+def simulate(
+    bars: pl.DataFrame,
+    position: np.ndarray,
+    spec: InstrumentSpec,
+    config: BacktestConfig,
+    *,
+    columns: list[str],
+    with_trades: bool = True,
+) -> Simulation:
+    """Simulate target ``position`` (n_bars, n_columns) on ``bars`` in one vectorbt call.
+
+    Parameters
+    ----------
+    bars
+        The window's BARS rows, sorted by ``ts_event``.
+    position
+        Target exposure per bar and column, multiples of capital.
+    spec, config
+        Costs, units and account.
+    columns
+        Column names (strategies, parameter sets, baselines).
+    with_trades
+        Build the per-trade table (skip for large grids).
+    """
+    import vectorbt as vbt
+
+    position = np.asarray(position, float).reshape(len(bars), -1)
+    n, m = position.shape
+    mult = spec.multiplier
+    open_ = bars.get_column("open").to_numpy().astype(float)
+    close = bars.get_column("close").to_numpy().astype(float)
+    conv_open = conversion_to_account(spec, open_, config.account_currency)
+    conv_close = conversion_to_account(spec, close, config.account_currency)
+
+    # sizes fixed when the target changes, so a constant exposure does not trade every bar
+    prev = np.vstack([np.zeros((1, m)), position[:-1]])
+    change = position != prev
+    unit_value = open_ * mult * conv_open  # account currency per unit of size
+    raw = position * (config.capital / unit_value)[:, None]
+    if spec.is_future:
+        raw = np.round(raw)
+    units = np.where(change, raw, np.nan)
+    units[0] = np.where(change[0], raw[0], 0.0)
+    units = _ffill(units)
+    size = np.where(change, units, np.nan)
+
+    hs = half_spread(bars, spec)
+    slip = (hs + spec.costs.slippage_ticks * spec.price_increment) / open_
+    fees = np.full(n, spec.costs.taker_fee)[:, None]
+    if spec.costs.commission_per_contract > 0:
+        delta = np.diff(np.vstack([np.zeros((1, m)), units]), axis=0)
+        fill = open_[:, None] * mult * (1.0 + np.sign(delta) * slip[:, None])
+        fees = fees + spec.costs.commission_per_contract / fill
+
+    price_q = open_ * mult
+    close_q = close * mult
+    order_count = int(change.sum())
+    gross = np.nanmax(np.abs(units) * price_q[:, None]) if n else 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pf = vbt.Portfolio.from_orders(
+            close_q[:, None],
+            size,
+            size_type="targetamount",
+            direction="both",
+            price=price_q[:, None],
+            fees=fees,
+            slippage=slip[:, None],
+            init_cash=10.0 * (gross + 1.0) * 3.0,
+            max_orders=max(order_count, 1),
+            max_logs=0,
+            freq=None,
+        )
+        cash_flow = np.asarray(pf.cash_flow().values, float).reshape(n, m)
+        assets = np.asarray(pf.assets().values, float).reshape(n, m)
+        orders = pf.orders.records_arr
+    held_value = assets * close_q[:, None]
+    pnl_quote = cash_flow + held_value - np.vstack([np.zeros((1, m)), held_value[:-1]])
+    pnl = pnl_quote * conv_close[:, None]
+
+    # trading costs, reconstructed per order: |size| * (fill - mid) + fees
+    costs = np.zeros((n, m))
+    if len(orders):
+        idx, col = orders["idx"], orders["col"]
+        mid = price_q[idx]
+        cost_q = orders["size"] * np.abs(orders["price"] - mid) + orders["fees"]
+        np.add.at(costs, (idx, col), cost_q * conv_close[idx])
+
+    if config.rollover and spec.is_fx:
+        ts = bars.get_column("ts_event").to_numpy()
+        ts_next = np.append(ts[1:], bars.get_column("ts_close").to_numpy()[-1])
+        rolls = roll_counts(ts, ts_next)[:, None]
+        notional = np.abs(assets) * (close_q * conv_close)[:, None]
+        bps = np.where(
+            assets > 0, spec.costs.rollover_long_bps_per_day, spec.costs.rollover_short_bps_per_day
+        )
+        carry = rolls * bps * 1e-4 * notional
+        pnl = pnl + carry
+        costs = costs - carry
+
+    side = np.sign(units)
+    prev_side = np.vstack([np.zeros((1, m)), side[:-1]])
+    n_trades = ((side != 0) & (side != prev_side)).sum(axis=0).astype(np.int64)
+    trades = None
+    if with_trades:
+        trades = _trade_table(pf.positions.records_arr, bars, columns, mult, conv_close)
+    return Simulation(
+        columns=list(columns),
+        ts_event=bars.get_column("ts_event").to_numpy(),
+        position=position,
+        units=units,
+        pnl=pnl,
+        costs=costs,
+        returns=pnl / config.capital,
+        trades=trades,
+        n_trades=n_trades,
+    )
+
+
+def _ffill(a: np.ndarray) -> np.ndarray:
+    mask = np.isnan(a)
+    idx = np.where(~mask, np.arange(len(a))[:, None], 0)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    return a[idx, np.arange(a.shape[1])[None, :]]
+
+
+def _trade_table(
+    records: np.ndarray, bars: pl.DataFrame, columns: list[str], mult: float, conv: np.ndarray
+) -> pl.DataFrame:
+    ts = bars.get_column("ts_event").to_numpy()
+    ts_close = bars.get_column("ts_close").to_numpy()
+    closed = records["status"] == 1
+    exit_idx = records["exit_idx"]
+    return pl.DataFrame(
+        {
+            "strategy": np.asarray(columns, dtype=object)[records["col"]].astype(str),
+            "direction": np.where(records["direction"] == 0, "long", "short"),
+            "status": np.where(closed, "closed", "open"),
+            "ts_entry": ts[records["entry_idx"]],
+            "ts_exit": np.where(closed, ts[exit_idx], ts_close[exit_idx]),
+            "size": records["size"],
+            "entry_price": records["entry_price"] / mult,
+            "exit_price": records["exit_price"] / mult,
+            "fees": records["entry_fees"] + records["exit_fees"],
+            "pnl_quote": records["pnl"],
+            "pnl_account": records["pnl"] * conv[exit_idx],
+            "return": records["return"],
+        }
+    )
+
+
+# ---- the whole backtest ----------------------------------------------------------------
+
+
+@dataclass
+class BacktestResult:
+    """Scorecards and per-bar series of a backtest of one model's forecasts."""
+
+    card: dict  # backtest.json content
+    simulation: Simulation
+    bars: pl.DataFrame
+    regimes: pl.DataFrame
+    robustness: pl.DataFrame
+
+
+def bar_seconds(bars: pl.DataFrame) -> float:
+    """Return the median bar length in seconds (``ts_close - ts_event``)."""
+    length = (bars.get_column("ts_close") - bars.get_column("ts_event")).median()
+    return float(length) / 1e9
+
+
+def run_backtest(
+    forecasts: pl.DataFrame,
+    bars: pl.DataFrame,
+    spec: InstrumentSpec,
+    *,
+    strategies: dict[str, Params] | None = None,
+    model: str | None = None,
+    config: BacktestConfig | None = None,
+    n_trials: int | None = None,
+    trial_sharpes: np.ndarray | None = None,
+) -> BacktestResult:
+    """Backtest ``strategies`` on one model's ``forecasts`` over ``bars``.
+
+    The first strategy is the headline; every strategy, the baselines (buy-and-hold, flat,
+    momentum) and ``config.n_random`` turnover-matched random signals are simulated together
+    as columns of one vectorbt call.
+
+    Parameters
+    ----------
+    forecasts
+        FORECASTS rows (one or more models).
+    bars
+        BARS rows of ``spec.instrument_id`` covering the forecasts.
+    spec
+        The instrument (costs, units, calendar).
+    strategies
+        Name -> params; default all rules of :data:`STRATEGIES` (the energy filter only where
+        the forecasts carry energy).
+    model
+        Which model's forecasts to trade; default the only one, else ``hmld`` if present,
+        else the first in sorted order.
+    n_trials
+        Trials for the deflated Sharpe ratio; default the number of strategies run.
+    trial_sharpes
+        Per-bar Sharpe ratios of the trials (e.g. from an Optuna study), optional.
+
+    Raises
+    ------
+    BacktestInputError
+        Wrong instrument, duplicate or misaligned forecasts, empty input.
+    """
+    config = config or BacktestConfig()
+    check_schema(forecasts, FORECASTS, what="forecasts")
+    bars = _check_bars(bars, spec.instrument_id, "bars")
+    models = sorted(forecasts.get_column("model").unique().to_list())
+    if model is None:
+        model = models[0] if len(models) == 1 else ("hmld" if "hmld" in models else models[0])
+    if model not in models and not forecasts.is_empty():
+        raise BacktestInputError(f"forecasts: no model '{model}' (have {models})")
+    mine = forecasts.filter(pl.col("model") == model).sort("ts_event")
+    check_inputs(mine, bars, spec)
+    window = window_bars(mine, bars)
+    bar_ts = window.get_column("ts_event").to_numpy()
+    seconds = bar_seconds(window)
+    ppy = spec.periods_per_year(seconds)
+
+    has_energy = bool(total_energy(mine).is_not_null().any())
+    if strategies is None:
+        strategies = {k: v for k, v in STRATEGIES.items() if has_energy or k != "energy-filter"}
+    if "energy-filter" in strategies and not has_energy:
+        raise BacktestInputError(f"forecasts: model '{model}' has no HML-D energy to filter on")
+    names = list(strategies)
+    strat_pos = np.column_stack(
+        [
+            positions_on_bars(signals(mine, strategies[name], periods_per_year=ppy), bar_ts)
+            for name in names
+        ]
+    )
+    close = window.get_column("close").to_numpy()
+    n = len(window)
+    base_names = ["buy_and_hold", "flat", "momentum"]
+    base_pos = np.column_stack(
+        [baselines.buy_and_hold(n), baselines.flat(n), baselines.momentum(close)]
+    )
+    rand_pos = baselines.random_matched(strat_pos[:, 0], n_seeds=config.n_random, seed=config.seed)
+    columns = names + base_names + [f"random_{i}" for i in range(rand_pos.shape[1])]
+    sim = simulate(
+        window,
+        np.column_stack([strat_pos, base_pos, rand_pos]),
+        spec,
+        config,
+        columns=columns,
+    )
+    if sim.trades is not None:
+        sim.trades = sim.trades.filter(~pl.col("strategy").str.starts_with("random_"))
+
+    # forecasts mapped onto the bar they act on (for AUC per regime / fold)
+    f_ts = mine.get_column("ts_event").to_numpy()
+    f_bar = np.searchsorted(bar_ts, f_ts, side="left")
+    acting = f_bar < n
+    prob = mine.get_column("direction_prob").to_numpy()[acting]
+    real = mine.get_column("realized_return").to_numpy().astype(float)[acting]
+    f_bar = f_bar[acting]
+
+    n_trials = n_trials or len(names)
+    strat_sharpes_bar = sim.returns[:, : len(names)].mean(0) / np.maximum(
+        sim.returns[:, : len(names)].std(0, ddof=1), 1e-300
+    )
+    if trial_sharpes is None and len(names) >= 2:
+        trial_sharpes = strat_sharpes_bar
+
+    def card_for(j: int, n_boot: int) -> dict:
+        return scorecard(
+            sim.returns[:, j],
+            sim.position[:, j],
+            periods_per_year=ppy,
+            direction_prob=prob,
+            realized_return=real,
+            n_trials=n_trials,
+            trial_sharpes=trial_sharpes,
+            n_boot=n_boot,
+            seed=config.seed,
+        )
+
+    headline = card_for(0, config.n_boot)
+    random_sharpes = np.array(
+        [_quick_sharpe(sim.returns[:, j], ppy) for j in range(len(names) + 3, len(columns))]
+    )
+    p_value = baselines.random_pvalue(headline["sharpe"], random_sharpes)
+
+    # regimes per bar: energy of the forecast in force
+    energy_bar = np.full(n, np.nan)
+    if has_energy:
+        e = total_energy(mine).to_numpy().astype(float)[acting]
+        energy_bar = _value_in_force(f_bar, e, n)
+    regimes = label_regimes(
+        window, energy=energy_bar if has_energy else None, params=config.regimes
+    )
+    fold_bar = _value_in_force(f_bar, mine.get_column("fold").to_numpy()[acting].astype(float), n)
+    fold_labels = np.array([None if np.isnan(v) else str(int(v)) for v in fold_bar], dtype=object)
+    regimes = regimes.with_columns(pl.Series("fold", fold_labels, dtype=pl.String))
+
+    r0, p0 = sim.returns[:, 0], sim.position[:, 0]
+    by_regime = {}
+    for family in [c for c in regimes.columns if c not in ("ts_event", "fold")]:
+        labels = regimes.get_column(family).to_numpy()
+        by_regime[family] = metrics_by_group(
+            labels,
+            r0,
+            p0,
+            periods_per_year=ppy,
+            forecast_labels=labels[f_bar],
+            direction_prob=prob,
+            realized_return=real,
+            n_boot=config.n_boot_regime,
+            seed=config.seed,
+        )
+    by_fold = metrics_by_group(
+        fold_labels,
+        r0,
+        p0,
+        periods_per_year=ppy,
+        forecast_labels=fold_labels[f_bar],
+        direction_prob=prob,
+        realized_return=real,
+        n_boot=config.n_boot_regime,
+        seed=config.seed,
+    )
+    table = robustness_table(by_regime, by_fold)
+
+    per_strategy = {}
+    for j, name in enumerate(names):
+        c = headline if j == 0 else card_for(j, config.n_boot_regime)
+        per_strategy[name] = {
+            **c,
+            "n_trades": int(sim.n_trades[j]),
+            "params": _params_dict(strategies[name]),
+            "random_pvalue": baselines.random_pvalue(c["sharpe"], random_sharpes),
+        }
+    base_cards = {}
+    for i, name in enumerate(base_names):
+        j = len(names) + i
+        base_cards[name] = {
+            "sharpe": _quick_sharpe(sim.returns[:, j], ppy),
+            "annual_return": float(sim.returns[:, j].mean() * ppy),
+            "max_drawdown": float(_max_dd(sim.returns[:, j])),
+            "n_trades": int(sim.n_trades[j]),
+        }
+    base_cards["random"] = {
+        "n_seeds": int(len(random_sharpes)),
+        "sharpe_mean": float(np.mean(random_sharpes)) if len(random_sharpes) else math.nan,
+        "sharpe_std": float(np.std(random_sharpes, ddof=1)) if len(random_sharpes) > 1 else 0.0,
+        "p_value": p_value,
+    }
+    card = {
+        "instrument_id": spec.instrument_id,
+        "model": model,
+        "models_available": models,
+        "strategy": names[0],
+        "params": _params_dict(strategies[names[0]]),
+        **headline,
+        "n_trades": int(sim.n_trades[0]),
+        "n_trials": int(n_trials),
+        "random_pvalue": p_value,
+        "total_costs": float(sim.costs[:, 0].sum()),
+        "bar_seconds": seconds,
+        "periods_per_year": ppy,
+        "start": _iso(int(bar_ts[0])),
+        "end": _iso(int(window.get_column("ts_close")[-1])),
+        "synthetic": bool(mine.get_column("synthetic").fill_null(False).any()),
+        "account_currency": config.account_currency,
+        "capital": config.capital,
+        "costs_model": asdict(spec.costs),
+        "config": {k: v for k, v in asdict(config).items() if k != "regimes"},
+        "by_regime": by_regime,
+        "by_fold": by_fold,
+        "robustness": robustness_summary(table),
+        "robustness_table": table.to_dicts(),
+        "strategies": per_strategy,
+        "baselines": base_cards,
+    }
+    return BacktestResult(card=card, simulation=sim, bars=window, regimes=regimes, robustness=table)
+
+
+def _value_in_force(bar_index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    if len(bar_index) == 0:
+        return out
+    k = np.arange(n)
+    last = np.searchsorted(bar_index, k, side="right") - 1
+    ok = last >= 0
+    out[ok] = values[last[ok]]
+    return out
+
+
+def _quick_sharpe(r: np.ndarray, ppy: float) -> float:
+    sd = r.std(ddof=1) if len(r) > 1 else 0.0
+    return float(r.mean() / sd * math.sqrt(ppy)) if sd > 1e-15 else 0.0
+
+
+def _max_dd(r: np.ndarray) -> float:
+    equity = 1.0 + np.cumsum(r)
+    return float((equity / np.maximum.accumulate(np.maximum(equity, 1.0)) - 1.0).min())
+
+
+def _params_dict(params: Params) -> dict:
+    return {"rule": type(params).__name__, **asdict(params)}
+
+
+# ---- run folders and the CLI -----------------------------------------------------------
+
+
+def write_outputs(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
+    """Write ``backtest.json``, ``trades.parquet`` and ``report.html`` into ``out_dir``.
+
+    Files are written to temporary names first and renamed, so a failure leaves no
+    half-written output.
+    """
+    from strategies.report import write_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "backtest": out_dir / "backtest.json",
+        "trades": out_dir / "trades.parquet",
+        "report": out_dir / "report.html",
+    }
+    tmp = {k: p.with_name(p.name + ".tmp") for k, p in paths.items()}
+    tmp["backtest"].write_text(json.dumps(_jsonable(result.card), indent=2, allow_nan=True))
+    trades = result.simulation.trades
+    if trades is None:
+        trades = pl.DataFrame(schema={"strategy": pl.String})
+    trades.write_parquet(tmp["trades"])
+    write_report(result, tmp["report"])
+    for key, path in paths.items():
+        tmp[key].replace(path)
+    return paths
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def format_scorecard(card: dict) -> str:
+    """Return the headline scorecard as aligned text lines."""
+    lines = [
+        f"backtest {card['instrument_id']} model={card['model']} strategy={card['strategy']} "
+        f"{card['start']} .. {card['end']} ({card['n_bars']} bars of {card['bar_seconds']:g}s"
+        f"{', synthetic' if card.get('synthetic') else ''})"
+    ]
+    for name in ("sharpe", "sortino", "psr", "deflated_sharpe", "max_drawdown", "calmar"):
+        lines.append(_metric_line(card, name))
+    for name in ("turnover", "hit_rate", "auc", "f1"):
+        lines.append(_metric_line(card, name))
+    lines.append(f"  {'n_trades':<16}{card['n_trades']}")
+    lines.append(f"  {'n_trials':<16}{card['n_trials']}")
+    lines.append(f"  {'random p-value':<16}{card['random_pvalue']:.3f}")
+    rob = card["robustness"]
+    lines.append(
+        f"  {'worst regime':<16}{rob['worst_regime_sharpe']:+.2f} Sharpe "
+        f"(dispersion {rob['regime_sharpe_dispersion']:.2f}); worst fold "
+        f"{rob['worst_fold_sharpe']:+.2f}"
+    )
+    for name, c in card["strategies"].items():
+        lines.append(
+            f"  strategy {name:<14} sharpe {c['sharpe']:+.2f} "
+            f"[{c['sharpe_ci_low']:+.2f}, {c['sharpe_ci_high']:+.2f}]  "
+            f"trades {c['n_trades']}  p {c['random_pvalue']:.3f}"
+        )
+    for name, c in card["baselines"].items():
+        if name == "random":
+            lines.append(
+                f"  baseline {name:<14} sharpe {c['sharpe_mean']:+.2f} +- {c['sharpe_std']:.2f}"
+                f" over {c['n_seeds']} seeds"
+            )
+        else:
+            lines.append(f"  baseline {name:<14} sharpe {c['sharpe']:+.2f}")
+    return "\n".join(lines)
+
+
+def _metric_line(card: dict, name: str) -> str:
+    value, low, high = card[name], card[f"{name}_ci_low"], card[f"{name}_ci_high"]
+    return f"  {name:<16}{value:+.4f}  [{low:+.4f}, {high:+.4f}]"
+
+
+def load_run_bars(
+    run: Path, instrument_id: str, forecasts: pl.DataFrame, store: Path | None
+) -> pl.DataFrame:
+    """Return the bars for a run: from ``--store`` or the store named in ``config.json``."""
+    config = {}
+    if (run / "config.json").is_file():
+        config = json.loads((run / "config.json").read_text())
+    root = store or _config_value(config, ("store", "store_root", "data", "data_root"))
+    if root is None:
+        message = f"{run}: no bars given (--bars/--store) and config.json names no store"
+        raise BacktestInputError(message)
+    try:
+        from pipelines.store import Store
+    except ImportError as err:
+        raise BacktestInputError(f"pipelines.store is not available ({err}); use --bars") from err
+    ts = forecasts.get_column("ts_event")
+    horizon = int(forecasts.get_column("horizon").max())
+    try:
+        lazy = Store(Path(root)).scan("bars", instrument_id)
+        bars = lazy.collect() if isinstance(lazy, pl.LazyFrame) else lazy
+    except Exception as err:  # noqa: BLE001 - the store's own message names the problem
+        raise BacktestInputError(f"{root}: cannot read bars for {instrument_id} ({err})") from err
+    every = _config_value(config, ("every", "bar", "bar_size", "bars_every"))
+    if every is not None and "bar_size" in bars.columns:
+        bars = bars.filter(pl.col("bar_size") == every)
+    del ts, horizon
+    return bars
+
+
+def _config_value(config: dict, keys: tuple[str, ...]):
+    for key in keys:
+        if key in config and isinstance(config[key], str | int | float):
+            return config[key]
+    for value in config.values():
+        if isinstance(value, dict):
+            found = _config_value(value, keys)
+            if found is not None:
+                return found
+    return None
+
+
+def optuna_trials(storage: str, study_name: str) -> tuple[int, np.ndarray | None]:
+    """Return the number of completed trials of an Optuna study (and no Sharpe values)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except Exception as err:  # noqa: BLE001
+        message = f"{storage}: cannot load Optuna study '{study_name}' ({err})"
+        raise BacktestInputError(message) from err
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return max(len(done), 1), None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m strategies.backtest",
+        description="Backtest a run's forecasts; write backtest.json, trades.parquet, report.html.",
+    )
+    parser.add_argument("--run", type=Path, required=True, help="run folder with forecasts.parquet")
+    parser.add_argument(
+        "--strategy",
+        action="append",
+        choices=sorted(STRATEGIES),
+        help="rule(s) to run, the first is the headline (default: all that apply)",
+    )
+    parser.add_argument("--model", help="which model's forecasts (default: hmld or the only one)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--bars", type=Path, help="Parquet file of BARS rows")
+    source.add_argument("--store", type=Path, help="store root (default: config.json's store)")
+    parser.add_argument("--instrument", help="instrument id (default: from the forecasts)")
+    parser.add_argument("--capital", type=float, default=BacktestConfig.capital)
+    parser.add_argument("--no-rollover", action="store_true", help="ignore FX rollover")
+    parser.add_argument("--n-boot", type=int, default=BacktestConfig.n_boot)
+    parser.add_argument("--n-random", type=int, default=BacktestConfig.n_random)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--optuna-storage", help="Optuna storage URL (n_trials for the DSR)")
+    parser.add_argument("--optuna-study", help="Optuna study name")
+    parser.add_argument("--out", type=Path, help="output folder (default: the run folder)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        result = _run_cli(args)
+    except (BacktestInputError, SpecError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    paths = write_outputs(result, args.out or args.run)
+    print(format_scorecard(result.card))
+    print(f"wrote {paths['backtest']} {paths['trades']} {paths['report']}")
+    print(f"done in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _run_cli(args: argparse.Namespace) -> BacktestResult:
+    run: Path = args.run
+    if not run.is_dir():
+        raise BacktestInputError(f"{run}: run folder not found")
+    forecasts = read_forecasts(run / "forecasts.parquet")
+    if forecasts.is_empty():
+        raise BacktestInputError(f"{run / 'forecasts.parquet'}: empty (no forecasts)")
+    ids = forecasts.get_column("instrument_id").unique().to_list()
+    instrument = args.instrument or (ids[0] if len(ids) == 1 else None)
+    if instrument is None:
+        raise BacktestInputError(f"forecasts: several instruments {sorted(ids)}; pass --instrument")
+    spec = load_spec(instrument)
+    if args.bars is not None:
+        bars = read_bars(args.bars, spec.instrument_id)
+    else:
+        bars = load_run_bars(run, spec.instrument_id, forecasts, args.store)
+        bars = _check_bars(bars, spec.instrument_id, str(args.store or run))
+    n_trials, trial_sharpes = None, None
+    if args.optuna_storage or args.optuna_study:
+        if not (args.optuna_storage and args.optuna_study):
+            raise BacktestInputError("--optuna-storage and --optuna-study go together")
+        n_trials, trial_sharpes = optuna_trials(args.optuna_storage, args.optuna_study)
+    strategies = None
+    if args.strategy:
+        strategies = {name: STRATEGIES[name] for name in dict.fromkeys(args.strategy)}
+    config = BacktestConfig(
+        capital=args.capital,
+        rollover=not args.no_rollover,
+        n_boot=args.n_boot,
+        n_random=args.n_random,
+        seed=args.seed,
+    )
+    return run_backtest(
+        forecasts,
+        bars,
+        spec,
+        strategies=strategies,
+        model=args.model,
+        config=config,
+        n_trials=n_trials,
+        trial_sharpes=trial_sharpes,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The HTML backtest report: scorecard tables and embedded PNG plots (one self-contained file).
+
+Plots: equity curves (strategies and baselines), drawdown of the headline strategy, Sharpe per
+regime with bootstrap intervals, and the robustness plot (per regime family and per fold).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from strategies.regimes import plot_robustness  # noqa: E402
+
+if TYPE_CHECKING:
+    from strategies.backtest import BacktestResult
+
+_HEADLINE = (
+    "sharpe",
+    "sortino",
+    "psr",
+    "deflated_sharpe",
+    "max_drawdown",
+    "calmar",
+    "turnover",
+    "hit_rate",
+    "auc",
+    "f1",
+)
+
+
+def figure_png(fig: plt.Figure) -> str:
+    """Return ``fig`` as a base64 PNG string and close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plot_equity(result: BacktestResult) -> plt.Figure:
+    """Return equity curves ``1 + cumsum(returns)`` of strategies and baselines."""
+    sim = result.simulation
+    time = sim.ts_event.astype("datetime64[ns]")
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for j, name in enumerate(sim.columns):
+        if name.startswith("random_"):
+            continue
+        equity = 1.0 + np.cumsum(sim.returns[:, j])
+        ax.plot(time, equity, lw=1.6 if j == 0 else 0.9, label=name)
+    ax.set_ylabel("equity (x capital)")
+    ax.set_title(f"{result.card['instrument_id']} {result.card['model']}: equity, costs included")
+    ax.legend(fontsize=8, ncol=3)
+    fig.autofmt_xdate()
+    return fig
+
+
+def plot_drawdown(result: BacktestResult) -> plt.Figure:
+    """Return the headline strategy's drawdown from its running peak."""
+    sim = result.simulation
+    equity = 1.0 + np.cumsum(sim.returns[:, 0])
+    drawdown = equity / np.maximum.accumulate(np.maximum(equity, 1.0)) - 1.0
+    fig, ax = plt.subplots(figsize=(9, 2.4))
+    ax.fill_between(sim.ts_event.astype("datetime64[ns]"), drawdown, 0.0, color="tab:red")
+    ax.set_ylabel("drawdown")
+    ax.set_title(f"drawdown of {sim.columns[0]}")
+    fig.autofmt_xdate()
+    return fig
+
+
+def plot_regimes(result: BacktestResult) -> plt.Figure:
+    """Return the robustness plot: Sharpe per regime and per fold with intervals."""
+    card = result.card
+    return plot_robustness(
+        card["by_regime"], card["by_fold"], title=f"{card['strategy']}: Sharpe by regime and fold"
+    )
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td>{_fmt(row.get(c))}</td>" for c in columns)
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "nan" if not np.isfinite(value) else f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def render(result: BacktestResult) -> str:
+    """Return the report as one HTML string with embedded PNG images."""
+    card = result.card
+    headline = [
+        {
+            "metric": name,
+            "value": card[name],
+            "ci_low": card[f"{name}_ci_low"],
+            "ci_high": card[f"{name}_ci_high"],
+        }
+        for name in _HEADLINE
+    ]
+    strategies = [{"strategy": k, **v} for k, v in card["strategies"].items()]
+    regime_rows = [
+        {"family": family, "regime": regime, **metrics}
+        for family, groups in {**card["by_regime"], "fold": card["by_fold"]}.items()
+        for regime, metrics in groups.items()
+    ]
+    images = {
+        "Equity": figure_png(plot_equity(result)),
+        "Drawdown": figure_png(plot_drawdown(result)),
+        "Regime robustness": figure_png(plot_regimes(result)),
+    }
+    img_html = "".join(
+        f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
+        for t, b in images.items()
+    )
+    synthetic = " (SYNTHETIC DATA)" if card.get("synthetic") else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>backtest {html.escape(card["instrument_id"])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}</style></head><body>
+<h1>Backtest {html.escape(card["instrument_id"])}{synthetic}</h1>
+<p>model <b>{html.escape(str(card["model"]))}</b>, strategy <b>{html.escape(card["strategy"])}</b>,
+{html.escape(card["start"])} to {html.escape(card["end"])}, {card["n_bars"]} bars of
+{card["bar_seconds"]:g} s; {card["n_trades"]} trades; {card["n_trials"]} trials;
+random-signal p-value {card["random_pvalue"]:.3f}; costs {card["total_costs"]:.2f}
+{html.escape(card["account_currency"])}.</p>
+<h2>Scorecard (95% block-bootstrap intervals)</h2>
+{_table(headline, ["metric", "value", "ci_low", "ci_high"])}
+<h2>Strategies</h2>
+{
+        _table(
+            strategies,
+            [
+                "strategy",
+                "sharpe",
+                "sharpe_ci_low",
+                "sharpe_ci_high",
+                "psr",
+                "max_drawdown",
+                "n_trades",
+                "random_pvalue",
+            ],
+        )
+    }
+<h2>Baselines</h2>
+{
+        _table(
+            [{"baseline": k, **v} for k, v in card["baselines"].items()],
+            [
+                "baseline",
+                "sharpe",
+                "annual_return",
+                "max_drawdown",
+                "n_trades",
+                "sharpe_mean",
+                "sharpe_std",
+                "p_value",
+            ],
+        )
+    }
+<h2>Robustness</h2>
+{
+        _table(
+            card["robustness_table"],
+            [
+                "family",
+                "n_groups",
+                "worst_group",
+                "worst_sharpe",
+                "best_sharpe",
+                "sharpe_std",
+                "sharpe_range",
+            ],
+        )
+    }
+<h2>By regime and fold</h2>
+{
+        _table(
+            regime_rows,
+            [
+                "family",
+                "regime",
+                "n_bars",
+                "sharpe",
+                "sharpe_ci_low",
+                "sharpe_ci_high",
+                "hit_rate",
+                "auc",
+                "max_drawdown",
+            ],
+        )
+    }
+{img_html}
+</body></html>
+"""
+
+
+def write_report(result: BacktestResult, path: Path) -> Path:
+    """Write the HTML report to ``path`` and return it."""
+    path.write_text(render(result))
+    return path
