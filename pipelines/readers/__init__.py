@@ -102,6 +102,10 @@ def _dispatch(path, *, fmt, spec, column_map, tz, contract) -> ReadResult:
         from pipelines.readers.lean import read_lean
 
         return read_lean(path, spec=spec, tz=tz, contract=contract)
+    if fmt == "lean-bars":
+        from pipelines.readers.lean_bars import read_lean_bars
+
+        return read_lean_bars(path, spec=spec, tz=tz, contract=contract)
     if fmt == "dukascopy":
         from pipelines.readers.dukascopy import read_dukascopy_csv
 
@@ -110,4 +114,26 @@ def _dispatch(path, *, fmt, spec, column_map, tz, contract) -> ReadResult:
         from pipelines.readers.dukascopy import read_dukascopy_bi5
 
         return read_dukascopy_bi5(path, spec=spec)
-    raise PipelineError(f"format {fmt!r} is not implemented yet", path=path)
+    if fmt == "dukascopy-candles":
+        from pipelines.readers.dukascopy_candles import read_dukascopy_candles
+
+        return read_dukascopy_candles(path, spec=spec)
+    if fmt == "histdata":
+        from pipelines.readers.histdata import read_histdata
+
+        return read_histdata(path, spec=spec, tz=tz)
+    if fmt == "histdata-bars":
+        from pipelines.readers.histdata import read_histdata_bars
+
+        return read_histdata_bars(path, spec=spec, tz=tz)
+    if fmt == "truefx":
+        from pipelines.readers.truefx import read_truefx
+
+        return read_truefx(path, spec=spec, tz=tz)
+    if fmt in {"csv", "csv-bars"}:
+        from pipelines.readers.generic import read_generic
+
+        return read_generic(path, spec=spec, column_map=column_map, bars=fmt == "csv-bars", tz=tz)
+    from pipelines.readers.databento import read_databento
+
+    return read_databento(path, spec=spec)

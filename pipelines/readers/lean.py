@@ -200,7 +200,7 @@ def _read_member(member: Member, *, kind: str, zone: str, label: str):
     else:
         parsed = parse_delimited(member.data, columns=TRADE_COLUMNS, required=TRADE_REQUIRED)
     require_some_rows(parsed, label, fmt=f"LEAN tick {kind}")
-    day = pl.lit(_day_ns(member.date, label), dtype=pl.Int64)
+    day = pl.lit(day_ns(member.date, label), dtype=pl.Int64)
     frame = parsed.frame.with_columns(
         to_utc_ns(day + pl.col("ms") * NS_PER_MS, zone).alias("ts_event")
     )
@@ -223,7 +223,7 @@ def _read_member(member: Member, *, kind: str, zone: str, label: str):
     )
 
 
-def _day_ns(date: str, label: str) -> int:
+def day_ns(date: str, label: str) -> int:
     try:
         day = pl.Series([date]).str.to_date("%Y%m%d").cast(pl.Datetime("ns")).cast(pl.Int64)
     except pl.exceptions.InvalidOperationError as err:

@@ -104,3 +104,26 @@ def parse_local_ns(text: pl.Expr, fmt: str | None = None) -> pl.Expr:
     """
     parsed = text.str.to_datetime(format=fmt, time_unit="ns", strict=False, exact=True)
     return parsed.dt.epoch("ns")
+
+
+def text_to_utc_ns(text: pl.Expr, tz: str, fmt: str | None = None) -> tuple[pl.Expr, pl.Expr]:
+    """Parse timestamp text to UTC ns; return ``(ts_event, unparsed)`` expressions.
+
+    Stamps that carry an offset (``Z``, ``+00:00``, ``-0500``) are exact instants; the others are
+    wall-clock times in ``tz`` (fixed or IANA, see ``to_utc_ns``). ``fmt`` is a chrono format
+    (``"%Y-%m-%d %H:%M:%S"``, with ``%z`` for an offset) or ``None`` to infer ISO-8601.
+    ``unparsed`` is true where the text did not parse, so a null ``ts_event`` with
+    ``unparsed`` false is a local time that does not exist.
+    """
+    aware = text.str.contains(r"(Z|[+-]\d{2}:?\d{2})$")
+    aware_ns = (
+        pl.when(aware)
+        .then(text)
+        .str.to_datetime(fmt, time_unit="ns", time_zone="UTC", strict=False)
+        .dt.epoch("ns")
+    )
+    local_ns = (
+        pl.when(~aware).then(text).str.to_datetime(fmt, time_unit="ns", strict=False).dt.epoch("ns")
+    )
+    ts_event = pl.coalesce(aware_ns, to_utc_ns(local_ns, tz))
+    return ts_event, aware_ns.is_null() & local_ns.is_null()
