@@ -1,0 +1,399 @@
+"""Tick cleaning with a quarantine: nothing is dropped silently.
+
+Every stage is ``LazyFrame -> LazyFrame`` with keyword-only options and no ``collect``. Input is a
+QUOTES, TRADES or BARS frame followed by the LINEAGE columns ``source_file``/``source_line`` (as
+the readers produce it). Each row ends in exactly one of two places:
+
+- **kept**: the table's schema + LINEAGE, sorted by ``ts_event`` (stable: ties keep input order);
+- **rejected**: the QUARANTINE schema, with the first ``reason`` that applies, in this order.
+
+Rules, in priority order (a row gets the first reason that applies)
+--------------------------------------------------------------------
+``missing_timestamp``
+    ``ts_event`` is null.
+``missing_price``
+    a price column is null (quotes: bid or ask; trades: price; bars: any of OHLC).
+``non_finite_price``
+    a price is NaN or +-inf.
+``non_positive_price``
+    a price is ``<= 0``.
+``invalid_size``
+    a size (``bid_size``, ``ask_size``, ``size``, ``volume``) is NaN, infinite or negative
+    (null sizes are allowed: many FX sources have none).
+``invalid_side`` (trades)
+    ``aggressor_side`` not null and not one of ``B``, ``S``, ``N``.
+``inconsistent_ohlc`` (bars)
+    ``high < low`` or open/close outside ``[low, high]``.
+``out_of_order``
+    ``ts_event`` is earlier than the latest ``ts_event`` of any *earlier line of the same
+    source file* (file order; equal timestamps are in order). Rows are compared with every
+    earlier row of the file that has a timestamp, whatever its other faults.
+``duplicate``
+    the same ``ts_event`` and the same values (every non-lineage column, nulls equal) as an
+    earlier surviving row of the whole batch (file order, then line order); the first copy is
+    kept. Checked after ``out_of_order``, so a repeat that also goes back in time is
+    ``out_of_order``.
+``crossed_quote`` (quotes, policy ``spec.cleaning.crossed_quotes``)
+    ``bid - ask >= 0.5 * price_increment`` (bid above ask by at least half an increment).
+``locked_quote`` (quotes, policy ``spec.cleaning.locked_quotes``)
+    ``|ask - bid| < 0.5 * price_increment``.
+``wide_spread`` (quotes)
+    ``ask - bid > max_spread_increments * price_increment``.
+``spike`` (quotes on the mid, trades on the price)
+    a robust rolling (Hampel) filter over the surviving ticks, in time order. For tick ``k`` the
+    window is ``spike_window`` ticks, *centered* by default (ticks ``k - W//2 .. k + W - 1 - W//2``,
+    the window Polars' ``center=True`` uses; truncated at the ends of the batch) or trailing
+    (``k - W + 1 .. k``) with ``center=False``. With ``med`` the window's median and ``MAD`` the
+    median of ``|x - med|`` over the same window (unscaled), the tick is a spike when
+    ``|x_k - med| > max(spike_mad_multiple * MAD, spike_threshold_increments * price_increment)``.
+    Centered is the default because a centered median follows a genuine level shift at once,
+    where a trailing one rejects up to ``W/2`` good ticks after every jump; the price is a mild
+    look-ahead in *which* ticks are kept (a tick's fate depends on the ``W/2`` ticks after it),
+    never in any stored value. Crossed/locked quotes whose policy is ``keep`` or ``flag`` take
+    part in the statistics; dropped ones do not.
+
+Policies ``drop`` / ``keep`` / ``flag`` (crossed and locked quotes)
+    ``drop`` quarantines the row with the reason above; ``keep`` stores it like any other row;
+    ``flag`` stores it *and* records it, with the same reason, in a separate ``flagged`` frame
+    (QUARANTINE schema) so the ingest report counts it under ``flagged`` and the store keeps it
+    in its ``flagged`` table. Flagged rows are stored rows: rows in = stored + quarantined.
+
+Speed: the exact median/MAD is computed only for ticks whose window range (rolling max minus
+rolling min, both O(n)) exceeds the threshold, since ``|x_k - med| <= max - min`` over the window;
+elsewhere no tick can be a spike. Duplicates are searched only among rows sharing a timestamp.
+
+All of this assumes one instrument per frame (the spec is that instrument's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from data_specs.schemas import BARS, LINEAGE, QUARANTINE, QUOTES, TRADES, conform
+from data_specs.spec import InstrumentSpec
+
+_REASON = "_reason"
+_FLAG = "_flag"
+_ROW = "_row"
+
+VALUE_COLUMNS: dict[str, list[str]] = {
+    "quotes": [c for c in QUOTES if c not in ("instrument_id", "ts_event")],
+    "trades": [c for c in TRADES if c not in ("instrument_id", "ts_event")],
+    "bars": [c for c in BARS if c not in ("instrument_id", "ts_event")],
+}
+SCHEMAS: dict[str, pl.Schema] = {"quotes": QUOTES, "trades": TRADES, "bars": BARS}
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """Result of cleaning one batch (all lazy; collect them together with ``pl.collect_all``).
+
+    Attributes
+    ----------
+    kept : pl.LazyFrame
+        The table's schema followed by LINEAGE columns, sorted by ``ts_event``.
+    rejected : pl.LazyFrame
+        QUARANTINE schema: every row not kept, with its reason.
+    flagged : pl.LazyFrame
+        QUARANTINE schema: kept rows that a ``flag`` policy marked (they are also in ``kept``).
+    """
+
+    table: str
+    kept: pl.LazyFrame
+    rejected: pl.LazyFrame
+    flagged: pl.LazyFrame
+
+
+def with_lineage(lf: pl.LazyFrame, table: str) -> pl.LazyFrame:
+    """Conform ``lf`` to the table's schema followed by LINEAGE (missing lineage -> nulls)."""
+    return conform(lf, pl.Schema({**SCHEMAS[table], **LINEAGE}))
+
+
+def _price_reasons(prices: list[str]) -> pl.Expr:
+    """Return a ``when/then`` chain naming the first price fault, or null."""
+    missing = pl.any_horizontal([pl.col(c).is_null() for c in prices])
+    non_finite = pl.any_horizontal([~pl.col(c).is_finite() for c in prices])
+    non_positive = pl.any_horizontal([pl.col(c) <= 0 for c in prices])
+    return (
+        pl.when(missing)
+        .then(pl.lit("missing_price"))
+        .when(non_finite)
+        .then(pl.lit("non_finite_price"))
+        .when(non_positive)
+        .then(pl.lit("non_positive_price"))
+    )
+
+
+def _bad_size(sizes: list[str]) -> pl.Expr:
+    return pl.any_horizontal(
+        [(pl.col(c).is_not_null() & (~pl.col(c).is_finite() | (pl.col(c) < 0))) for c in sizes]
+    ).fill_null(False)
+
+
+def _out_of_order() -> pl.Expr:
+    """True where ``ts_event`` is before the running max of earlier rows of the same file."""
+    previous_max = pl.col("ts_event").cum_max().shift(1).forward_fill()
+    return (pl.col("ts_event") < previous_max).over("source_file").fill_null(False)
+
+
+def row_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
+    """Add ``_reason`` for faults visible row by row (plus ``out_of_order``), null otherwise.
+
+    Parameters
+    ----------
+    lf : pl.LazyFrame
+        The table's schema followed by LINEAGE, in file order.
+    table : {"quotes", "trades", "bars"}
+    """
+    if table == "quotes":
+        chain = _price_reasons(["bid_price", "ask_price"])
+        sizes = ["bid_size", "ask_size"]
+    elif table == "trades":
+        chain = _price_reasons(["price"])
+        sizes = ["size"]
+    else:
+        chain = _price_reasons(["open", "high", "low", "close"])
+        sizes = ["volume"]
+    chain = chain.when(_bad_size(sizes)).then(pl.lit("invalid_size"))
+    if table == "trades":
+        side = pl.col("aggressor_side")
+        chain = chain.when(side.is_not_null() & ~side.is_in(["B", "S", "N"])).then(
+            pl.lit("invalid_side")
+        )
+    if table == "bars":
+        hi, lo = pl.col("high"), pl.col("low")
+        bad = (
+            (hi < lo)
+            | (pl.col("open") > hi)
+            | (pl.col("open") < lo)
+            | (pl.col("close") > hi)
+            | (pl.col("close") < lo)
+        )
+        chain = chain.when(bad).then(pl.lit("inconsistent_ohlc"))
+    reason = (
+        pl.when(pl.col("ts_event").is_null())
+        .then(pl.lit("missing_timestamp"))
+        .otherwise(chain.when(_out_of_order()).then(pl.lit("out_of_order")))
+    )
+    return lf.with_columns(reason.alias(_REASON))
+
+
+def duplicate_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
+    """Set ``_reason = "duplicate"`` on repeats of an earlier row (same ts and values).
+
+    ``lf`` must be sorted by ``ts_event`` (stable, so ties keep batch order); only rows sharing a
+    timestamp with a neighbour are compared value by value.
+    """
+    ts = pl.col("ts_event")
+    tie = (ts == ts.shift(1)).fill_null(False) | (ts == ts.shift(-1)).fill_null(False)
+    key = pl.struct(["ts_event", *VALUE_COLUMNS[table]])
+    # rows without a tie are first copies by construction; is_first_distinct is evaluated over
+    # the tie rows only (a filtered sub-frame), which keeps the hashing off the fast path
+    with_row = lf.with_row_index(_ROW)
+    ties = (
+        with_row.filter(tie)
+        .filter(~key.is_first_distinct())
+        .select(pl.col(_ROW), pl.lit(True).alias("_dup"))
+    )
+    joined = with_row.join(ties, on=_ROW, how="left", maintain_order="left")
+    reason = pl.when(pl.col("_dup").fill_null(False)).then(pl.lit("duplicate"))
+    if _REASON in lf.collect_schema():
+        reason = pl.coalesce(pl.col(_REASON), reason)
+    return joined.with_columns(reason.alias(_REASON)).drop(_ROW, "_dup")
+
+
+def quote_policy_reasons(lf: pl.LazyFrame, *, spec: InstrumentSpec) -> pl.LazyFrame:
+    """Apply crossed/locked policies and the maximum spread; add ``_reason`` and ``_flag``."""
+    increment = spec.price_increment
+    spread = (pl.col("ask_price") - pl.col("bid_price")) / increment  # in increments
+    crossed = spread <= -0.5
+    locked = spread.abs() < 0.5
+    wide = spread > spec.cleaning.max_spread_increments + 1e-9
+    policy = {
+        "crossed_quote": spec.cleaning.crossed_quotes,
+        "locked_quote": spec.cleaning.locked_quotes,
+    }
+    reason = pl.lit(None, pl.String)
+    flag = pl.lit(None, pl.String)
+    for name, test in (("crossed_quote", crossed), ("locked_quote", locked)):
+        if policy[name] == "drop":
+            reason = pl.when(reason.is_null() & test).then(pl.lit(name)).otherwise(reason)
+        elif policy[name] == "flag":
+            flag = pl.when(flag.is_null() & test).then(pl.lit(name)).otherwise(flag)
+    # a crossed quote that is kept or flagged is not also "wide": its spread is negative
+    reason = pl.when(reason.is_null() & wide).then(pl.lit("wide_spread")).otherwise(reason)
+    if _REASON in lf.collect_schema():
+        reason = pl.coalesce(pl.col(_REASON), reason)
+    flag = pl.when(reason.is_null()).then(flag)
+    return lf.with_columns(reason.alias(_REASON), flag.alias(_FLAG))
+
+
+def spike_reasons(
+    lf: pl.LazyFrame,
+    *,
+    value: pl.Expr,
+    window: int,
+    mad_multiple: float,
+    threshold: float,
+    center: bool = True,
+) -> pl.LazyFrame:
+    """Set ``_reason = "spike"`` where ``value`` leaves its rolling median (Hampel filter).
+
+    Parameters
+    ----------
+    lf : pl.LazyFrame
+        Surviving ticks of one instrument, sorted by ``ts_event``.
+    value : pl.Expr
+        The series tested (mid for quotes, price for trades).
+    window : int
+        Ticks in the window (``spec.cleaning.spike_window``).
+    mad_multiple : float
+        ``spec.cleaning.spike_mad_multiple``.
+    threshold : float
+        Minimum deviation in price units (``spike_threshold_increments * price_increment``).
+    center : bool
+        Centered window (default) or trailing.
+    """
+    left = window // 2 if center else window - 1
+    right = window - 1 - left
+    x = value.alias("_x")
+    base = lf.with_row_index(_ROW).with_columns(x)
+    window_range = pl.col("_x").rolling_max(window, min_samples=1, center=center) - pl.col(
+        "_x"
+    ).rolling_min(window, min_samples=1, center=center)
+    # |x_k - median| <= max - min over the window: only wide windows can hold a spike
+    suspects = base.filter(window_range > threshold * (1 - 1e-9)).select(_ROW, "_x")
+    k = pl.col(_ROW).cast(pl.Int64)
+    members = (
+        suspects.select(pl.col(_ROW), pl.int_ranges(k - left, k + right + 1).alias("_j"))
+        .explode("_j")
+        .join(
+            base.select(pl.col(_ROW).cast(pl.Int64).alias("_j"), pl.col("_x").alias("_xj")),
+            on="_j",
+            how="inner",
+        )
+    )
+    stats = members.group_by(_ROW).agg(
+        pl.col("_xj").median().alias("_med"),
+        (pl.col("_xj") - pl.col("_xj").median()).abs().median().alias("_mad"),
+    )
+    verdict = suspects.join(stats, on=_ROW, how="inner").select(
+        pl.col(_ROW),
+        (
+            (pl.col("_x") - pl.col("_med")).abs()
+            > pl.max_horizontal(pl.col("_mad") * mad_multiple, pl.lit(threshold))
+        ).alias("_spike"),
+    )
+    joined = base.join(verdict, on=_ROW, how="left", maintain_order="left")
+    reason = pl.when(pl.col("_spike").fill_null(False)).then(pl.lit("spike"))
+    if _REASON in lf.collect_schema():
+        reason = pl.coalesce(pl.col(_REASON), reason)
+    return joined.with_columns(reason.alias(_REASON)).drop(_ROW, "_x", "_spike")
+
+
+def _raw(table: str) -> pl.Expr:
+    """Render a row as ``ts_event,<values...>`` for the quarantine's ``raw`` column."""
+    columns = ["ts_event", *VALUE_COLUMNS[table]]
+    return pl.concat_str(
+        [pl.col(c).cast(pl.String).fill_null("") for c in columns], separator=","
+    ).alias("raw")
+
+
+def to_quarantine(lf: pl.LazyFrame, *, table: str, reason: str = _REASON) -> pl.LazyFrame:
+    """Project rows carrying a reason column into the QUARANTINE schema."""
+    return conform(
+        lf.with_columns(pl.lit(table).alias("table"), pl.col(reason).alias("reason"), _raw(table)),
+        QUARANTINE,
+    )
+
+
+def clean(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec, center: bool = True) -> Cleaned:
+    """Split a batch into kept, rejected and flagged rows (see the module docstring for rules).
+
+    Parameters
+    ----------
+    lf : pl.LazyFrame
+        One instrument's rows in the table's schema (+ LINEAGE), in file order; several files
+        may be concatenated (file order, then line order).
+    table : {"quotes", "trades", "bars"}
+    spec : InstrumentSpec
+        Cleaning policy and price increment.
+    center : bool
+        Centered (default) or trailing spike window.
+
+    Returns
+    -------
+    Cleaned
+        Lazy ``kept`` / ``rejected`` / ``flagged``; every input row is in exactly one of
+        ``kept`` and ``rejected``.
+    """
+    if table not in SCHEMAS:
+        message = f"cannot clean table '{table}' (expected one of {sorted(SCHEMAS)})"
+        raise ValueError(message)
+    frame = row_reasons(with_lineage(lf, table), table=table).cache()
+    early_rejects = frame.filter(pl.col(_REASON).is_not_null())
+    survivors = frame.filter(pl.col(_REASON).is_null()).sort("ts_event", maintain_order=True)
+    survivors = duplicate_reasons(survivors, table=table)
+    if table == "quotes":
+        survivors = quote_policy_reasons(survivors, spec=spec)
+    else:
+        survivors = survivors.with_columns(pl.lit(None, pl.String).alias(_FLAG))
+    survivors = survivors.cache()
+    late_rejects = survivors.filter(pl.col(_REASON).is_not_null())
+    candidates = survivors.filter(pl.col(_REASON).is_null())
+    if table in ("quotes", "trades"):
+        value = (
+            (pl.col("bid_price") + pl.col("ask_price")) * 0.5
+            if table == "quotes"
+            else pl.col("price")
+        )
+        candidates = spike_reasons(
+            candidates,
+            value=value,
+            window=spec.cleaning.spike_window,
+            mad_multiple=spec.cleaning.spike_mad_multiple,
+            threshold=spec.cleaning.spike_threshold_increments * spec.price_increment,
+            center=center,
+        )
+    candidates = candidates.cache()
+    spikes = candidates.filter(pl.col(_REASON).is_not_null())
+    kept = candidates.filter(pl.col(_REASON).is_null())
+    rejected = pl.concat(
+        [
+            to_quarantine(early_rejects, table=table),
+            to_quarantine(late_rejects, table=table),
+            to_quarantine(spikes, table=table),
+        ],
+        how="vertical",
+    )
+    flagged = to_quarantine(kept.filter(pl.col(_FLAG).is_not_null()), table=table, reason=_FLAG)
+    return Cleaned(
+        table=table,
+        kept=with_lineage(kept, table),
+        rejected=rejected,
+        flagged=flagged,
+    )
+
+
+def clean_quotes(
+    lf: pl.LazyFrame, *, spec: InstrumentSpec, center: bool = True
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Clean QUOTES (+ LINEAGE); return ``(kept, rejected)``. Flags: see :func:`clean`."""
+    result = clean(lf, table="quotes", spec=spec, center=center)
+    return result.kept, result.rejected
+
+
+def clean_trades(
+    lf: pl.LazyFrame, *, spec: InstrumentSpec, center: bool = True
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Clean TRADES (+ LINEAGE); return ``(kept, rejected)``."""
+    result = clean(lf, table="trades", spec=spec, center=center)
+    return result.kept, result.rejected
+
+
+def clean_bars(lf: pl.LazyFrame, *, spec: InstrumentSpec) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Clean vendor BARS (+ LINEAGE): prices, OHLC consistency, order, duplicates; no spikes."""
+    result = clean(lf, table="bars", spec=spec)
+    return result.kept, result.rejected

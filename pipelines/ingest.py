@@ -1,0 +1,426 @@
+"""Ingest vendor files into the store: read -> validate -> clean -> one atomic write -> report.
+
+Every file is read and validated before anything is written: a file that cannot be read
+(``PipelineError`` from its reader) or that fails validation (another instrument, wrong schema,
+reader bookkeeping) fails the whole ingest with one line naming the file, and the store is left
+exactly as it was. Then all files of one table are cleaned together (``pipelines.clean``: the
+batch in the order of ``paths``, so duplicates across files are caught), and the kept rows,
+the quarantine (reader rejects + cleaning rejects) and the flagged rows are written in one
+store transaction together with the JSON report.
+
+Accounting, checked before the commit (an internal error otherwise):
+``rows_in == rows_stored + rows_quarantined`` per file and in total, where ``rows_in`` is the
+readers' count of data lines. ``rows_stored`` counts rows of this ingest that are in the store
+afterwards; ``rows_new`` those that were not there before (a re-ingest has ``rows_new == 0``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from tqdm import tqdm
+
+from data_specs.schemas import LINEAGE, QUARANTINE, check_schema
+from data_specs.spec import InstrumentSpec
+from pipelines.clean import SCHEMAS, clean
+from pipelines.errors import PipelineError
+from pipelines.readers import read
+from pipelines.store import (
+    NO_DATE,
+    NS_PER_DAY,
+    Store,
+    WriteSummary,
+    ns_to_date,
+    ns_to_iso,
+    to_ns,
+)
+
+
+def _read_all(
+    paths: Sequence[Path],
+    *,
+    fmt: str,
+    spec: InstrumentSpec,
+    column_map: dict[str, Any] | None,
+    tz: str | None,
+    progress: bool,
+) -> list[tuple[Path, str, pl.DataFrame, pl.DataFrame, int]]:
+    """Read and validate every file; return (path, table, frame, rejects, rows_in) each."""
+    out = []
+    options: dict[str, Any] = {"column_map": column_map}
+    if tz is not None:
+        options["tz"] = tz
+    bar = tqdm(paths, desc="read", unit="file", file=sys.stderr, disable=not progress)
+    for path in bar:
+        result = read(path, fmt=fmt, spec=spec, **options)
+        try:
+            frame = result.frame.collect()
+            rejects = result.rejects.collect()
+        except pl.exceptions.PolarsError as err:
+            raise PipelineError(f"cannot read: {err}", path=path) from err
+        if result.table not in SCHEMAS:
+            raise PipelineError(f"reader returned unknown table {result.table!r}", path=path)
+        try:
+            check_schema(frame, pl.Schema({**SCHEMAS[result.table], **LINEAGE}), what="rows")
+            check_schema(rejects, QUARANTINE, what="rejects")
+        except ValueError as err:
+            raise PipelineError(str(err), path=path) from err
+        others = frame.filter(pl.col("instrument_id") != spec.instrument_id)
+        if others.height:
+            message = (
+                f"holds rows of instrument {others['instrument_id'][0]!r}, "
+                f"expected {spec.instrument_id!r}"
+            )
+            raise PipelineError(message, path=path)
+        if frame.height + rejects.height != result.rows_in:
+            message = (
+                f"reader bookkeeping: rows_in={result.rows_in} but {frame.height} rows + "
+                f"{rejects.height} rejects"
+            )
+            raise PipelineError(message, path=path)
+        out.append((path, result.table, frame, rejects, result.rows_in))
+    return out
+
+
+def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
+    if frame.height == 0:
+        return {}
+    counted = frame.group_by(by).len().sort(by)
+    return {str(k): int(v) for k, v in counted.iter_rows()}
+
+
+def _per_file(frame: pl.DataFrame) -> dict[str, int]:
+    return _counts(frame.select("source_file"), "source_file")
+
+
+def _per_file_reason(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    if frame.height == 0:
+        return out
+    counted = frame.group_by("source_file", "reason").len().sort("source_file", "reason")
+    for source, reason, n in counted.iter_rows():
+        out.setdefault(str(source), {})[str(reason)] = int(n)
+    return out
+
+
+def ingest(
+    paths: Sequence[str | Path],
+    *,
+    fmt: str,
+    spec: InstrumentSpec,
+    store: Store | str | Path,
+    column_map: dict[str, Any] | None = None,
+    tz: str | None = None,
+    progress: bool = False,
+    center: bool = True,
+) -> Path:
+    """Read, clean and store vendor files of one instrument; return the JSON report's path.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        Vendor files, in the order they are to be cleaned (file order defines duplicates).
+    fmt : str
+        One of ``pipelines.readers.FORMATS``.
+    spec : InstrumentSpec
+        The instrument every file must hold; its cleaning policy applies.
+    store : Store or path
+        Target store.
+    column_map : dict, optional
+        For ``csv``/``csv-bars``.
+    tz : str, optional
+        Override the vendor clock (passed to the reader).
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    center : bool
+        Centered (default) or trailing spike window.
+
+    Returns
+    -------
+    Path
+        ``<store>/_reports/<txid>-<instrument_id>.json``.
+
+    Raises
+    ------
+    PipelineError
+        No files, a missing or unreadable file, or a file that fails validation; nothing is
+        written then.
+    """
+    store = store if isinstance(store, Store) else Store(store)
+    if not paths:
+        raise PipelineError("no input files given")
+    resolved = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise PipelineError("file not found", path=path)
+        resolved.append(path.resolve())
+    started = datetime.now(UTC)
+    files = _read_all(resolved, fmt=fmt, spec=spec, column_map=column_map, tz=tz, progress=progress)
+    tables = sorted({table for _, table, _, _, _ in files})
+    per_table: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
+    for table in tables:
+        frames = [f for _, t, f, _, _ in files if t == table]
+        reader_rejects = [r for _, t, _, r, _ in files if t == table]
+        cleaned = clean(pl.concat(frames).lazy(), table=table, spec=spec, center=center)
+        kept, rejected, flagged = pl.collect_all(
+            [cleaned.kept, cleaned.rejected, cleaned.flagged], engine="in-memory"
+        )
+        quarantine = pl.concat([*reader_rejects, rejected], how="vertical")
+        per_table[table] = (kept, quarantine, flagged)
+
+    report = _report(files, per_table, fmt=fmt, spec=spec, store=store, center=center)
+    with store.transaction() as tx:
+        for table, (kept, quarantine, flagged) in per_table.items():
+            summary = tx.write(table, kept, instrument_id=spec.instrument_id)
+            report["tables"][table] = {
+                "rows_stored": summary.rows,
+                "rows_new": summary.rows_new,
+                "partitions": summary.partitions,
+            }
+            report["rows_new"] += summary.rows_new
+            for name, frame in (("quarantine", quarantine), ("flagged", flagged)):
+                summary = tx.write(name, frame, instrument_id=spec.instrument_id)
+                entry = report["tables"].setdefault(
+                    name, {"rows_stored": 0, "rows_new": 0, "partitions": []}
+                )
+                entry["rows_stored"] += summary.rows
+                entry["rows_new"] += summary.rows_new
+                entry["partitions"] = sorted(set(entry["partitions"]) | set(summary.partitions))
+        report["rows_already_stored"] = report["rows_stored"] - report["rows_new"]
+        report["ingest_id"] = tx.txid
+        report["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 3)
+        path = tx.write_report(report, instrument_id=spec.instrument_id)
+    return path
+
+
+def _report(
+    files: list[tuple[Path, str, pl.DataFrame, pl.DataFrame, int]],
+    per_table: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]],
+    *,
+    fmt: str,
+    spec: InstrumentSpec,
+    store: Store,
+    center: bool,
+) -> dict[str, Any]:
+    """Count rows per file and reason and check the accounting (before anything is written)."""
+    stored: dict[str, int] = {}
+    quarantined: dict[str, dict[str, int]] = {}
+    flagged: dict[str, dict[str, int]] = {}
+    first: int | None = None
+    last: int | None = None
+    for kept, quarantine, flags in per_table.values():
+        stored.update(_per_file(kept))
+        for source, reasons in _per_file_reason(quarantine).items():
+            quarantined.setdefault(source, {}).update(reasons)
+        for source, reasons in _per_file_reason(flags).items():
+            flagged.setdefault(source, {}).update(reasons)
+        if kept.height:
+            lo, hi = kept["ts_event"].min(), kept["ts_event"].max()
+            first = lo if first is None else min(first, lo)
+            last = hi if last is None else max(last, hi)
+    owners = {str(path): str(path) for path, _, _, _, _ in files}
+
+    def owner(source: str) -> str:
+        # zip readers label rows "archive.zip:member.csv"; attribute them to the archive
+        if source in owners:
+            return source
+        for path in owners:
+            if source.startswith(path + ":"):
+                return path
+        return source
+
+    def regroup(counts: dict[str, Any], nested: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for source, value in counts.items():
+            key = owner(source)
+            if nested:
+                target = out.setdefault(key, {})
+                for reason, n in value.items():
+                    target[reason] = target.get(reason, 0) + n
+            else:
+                out[key] = out.get(key, 0) + value
+        return out
+
+    stored = regroup(stored, nested=False)
+    quarantined = regroup(quarantined, nested=True)
+    flagged = regroup(flagged, nested=True)
+    entries = []
+    totals = {"rows_in": 0, "rows_stored": 0, "rows_quarantined": 0, "rows_flagged": 0}
+    by_reason: dict[str, int] = {}
+    flagged_by_reason: dict[str, int] = {}
+    for path, table, _, _, rows_in in files:
+        key = str(path)
+        n_stored = stored.pop(key, 0)
+        reasons = quarantined.pop(key, {})
+        flags = flagged.pop(key, {})
+        n_quarantined = sum(reasons.values())
+        if n_stored + n_quarantined != rows_in:
+            message = (
+                f"accounting: {rows_in} rows in but {n_stored} stored + {n_quarantined} "
+                "quarantined (internal error; nothing was written)"
+            )
+            raise PipelineError(message, path=path)
+        entries.append(
+            {
+                "path": key,
+                "table": table,
+                "rows_in": rows_in,
+                "rows_stored": n_stored,
+                "rows_quarantined": n_quarantined,
+                "quarantined_by_reason": reasons,
+                "rows_flagged": sum(flags.values()),
+                "flagged_by_reason": flags,
+            }
+        )
+        totals["rows_in"] += rows_in
+        totals["rows_stored"] += n_stored
+        totals["rows_quarantined"] += n_quarantined
+        totals["rows_flagged"] += sum(flags.values())
+        for reason, n in reasons.items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+        for reason, n in flags.items():
+            flagged_by_reason[reason] = flagged_by_reason.get(reason, 0) + n
+    leftover = {**stored, **quarantined}
+    if leftover:
+        source = next(iter(leftover))
+        message = f"accounting: rows attributed to a file that was not ingested: {source}"
+        raise PipelineError(message)
+    return {
+        "ingest_id": None,
+        "created_utc": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "instrument_id": spec.instrument_id,
+        "format": fmt,
+        "store": str(store.root.resolve()),
+        **totals,
+        "rows_new": 0,
+        "rows_already_stored": 0,
+        "quarantined_by_reason": dict(sorted(by_reason.items())),
+        "flagged_by_reason": dict(sorted(flagged_by_reason.items())),
+        "time_range": {
+            "first_ts_event": first,
+            "last_ts_event": last,
+            "first": ns_to_iso(first),
+            "last": ns_to_iso(last),
+        },
+        "cleaning": {**asdict(spec.cleaning), "spike_window_centered": center},
+        "files": entries,
+        "tables": {},
+    }
+
+
+_DURATION_PART = re.compile(r"(\d+)(ns|us|ms|s|m|h|d|w|mo|q|y|i)")
+_INTRADAY_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
+
+
+def _intraday_ns(every: str) -> int | None:
+    """Return the length of an intraday Polars duration in ns, None for calendar units.
+
+    Raises
+    ------
+    PipelineError
+        ``every`` is not a Polars duration string.
+    """
+    parts = _DURATION_PART.findall(every)
+    if not parts or "".join(n + u for n, u in parts) != every:
+        message = f"--every: {every!r} is not a duration such as 1m, 5m, 1h, 1d"
+        raise PipelineError(message)
+    if any(unit not in _INTRADAY_NS for _, unit in parts):
+        return None
+    total = sum(int(n) * _INTRADAY_NS[unit] for n, unit in parts)
+    if total <= 0:
+        raise PipelineError(f"--every: {every!r} must be positive")
+    return total
+
+
+def build_bars(
+    store: Store | str | Path,
+    *,
+    spec: InstrumentSpec,
+    every: str,
+    start: int | str | None = None,
+    end: int | str | None = None,
+    table: str = "bars",
+    progress: bool = False,
+    days_per_chunk: int = 7,
+) -> WriteSummary:
+    """Build time bars from the stored quotes and merge them into ``table`` (one transaction).
+
+    Intraday bar lengths that divide a day are built a few UTC days at a time (bars never
+    straddle UTC midnight then), so memory stays bounded by ``days_per_chunk`` days of ticks;
+    other lengths are built in one streaming query.
+
+    Parameters
+    ----------
+    store : Store or path
+    spec : InstrumentSpec
+    every : str
+        Polars duration (``1m``, ``5m``, ``1h``, ``1d``...), passed to ``pipelines.bars.time_bars``.
+    start, end : int ns or ISO 8601, optional
+        UTC bounds on the ticks used (``end`` exclusive).
+    table : str
+        Target table (default ``bars``; bars of different lengths have different keys).
+
+    Returns
+    -------
+    WriteSummary
+        Rows written, rows new, partitions touched.
+
+    Raises
+    ------
+    PipelineError
+        No quotes for the instrument in the range, an empty range, or a bad ``every``.
+    """
+    from pipelines.bars import time_bars
+
+    store = store if isinstance(store, Store) else Store(store)
+    length = _intraday_ns(every)
+    instrument_id = spec.instrument_id
+    store.scan("quotes", instrument_id, start=start, end=end)  # fails early with a clear line
+    lo, hi = to_ns(start, what="start"), to_ns(end, what="end")
+    if length is not None and NS_PER_DAY % length == 0:
+        dates = sorted(
+            p.date
+            for p in store.partitions("quotes", instrument_id)
+            if p.date != NO_DATE
+            and (lo is None or p.date >= ns_to_date(lo))
+            and (hi is None or p.date <= ns_to_date(hi - 1))
+        )
+        chunks = [dates[i : i + days_per_chunk] for i in range(0, len(dates), days_per_chunk)]
+    else:
+        chunks = [[]]
+    total = WriteSummary(table, instrument_id)
+    with store.transaction() as tx:
+        for chunk in tqdm(chunks, desc="bars", unit="chunk", file=sys.stderr, disable=not progress):
+            if chunk:
+                chunk_lo = to_ns(chunk[0], what="start")
+                chunk_hi = to_ns(chunk[-1], what="end") + NS_PER_DAY
+                chunk_lo = chunk_lo if lo is None else max(lo, chunk_lo)
+                chunk_hi = chunk_hi if hi is None else min(hi, chunk_hi)
+            else:
+                chunk_lo, chunk_hi = lo, hi
+            quotes = store.scan("quotes", instrument_id, start=chunk_lo, end=chunk_hi)
+            try:
+                bars = time_bars(quotes, every=every, spec=spec).collect(engine="streaming")
+            except pl.exceptions.PolarsError as err:
+                message = f"cannot build {every} bars: {' '.join(str(err).split())[:200]}"
+                raise PipelineError(message) from err
+            summary = tx.write(table, bars, instrument_id=instrument_id)
+            total.rows += summary.rows
+            total.rows_new += summary.rows_new
+            total.partitions.extend(summary.partitions)
+    return total

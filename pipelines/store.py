@@ -1,0 +1,522 @@
+"""The Parquet store: the only module that scans or sinks Parquet (paths live here).
+
+Layout under ``root``::
+
+    <table>/instrument_id=<id>/date=<YYYY-MM-DD>/part-<txid>.parquet   one file per partition
+    _reports/<txid>-<instrument_id>.json                              ingest reports
+    _staging/<txid>/...                                               transactions in flight
+    .lock                                                             writer lock (flock)
+
+``date`` is the UTC date of ``ts_event`` (``date=none`` holds quarantine rows without one).
+Tables: ``quotes``, ``trades``, ``bars`` (the schema + LINEAGE columns), ``quarantine`` and
+``flagged`` (QUARANTINE schema); any other name is stored as given.
+
+Writes are transactions (:meth:`Store.transaction`): every touched partition is rewritten in
+full (old rows merged with new) into ``_staging/<txid>/`` and fsynced; then a journal
+``COMMIT.json`` is written and fsynced -- the commit point -- and the staged files are renamed
+into place and the replaced files removed. A crash before the journal leaves the store as it
+was (the staging folder is deleted by :meth:`Store.recover`); a crash after it is rolled
+forward by :meth:`Store.recover` (every step is idempotent). ``recover`` runs before every
+transaction and scan. One writer at a time (an ``flock`` on ``.lock``); readers take no lock
+and must not run while a transaction applies.
+
+Idempotence (merge by key): appending the same rows twice stores them once.
+
+- ``quotes``/``trades``: key ``ts_event`` + every value column; a new row whose key is already
+  in the partition is not appended (the stored row, with its lineage, stays).
+- ``bars``: key ``(ts_event, ts_close)``; a new bar *replaces* the stored one (bars are derived,
+  so recomputing them must win; bars of different lengths have different keys).
+- ``quarantine``, ``flagged`` and other tables: key = every column, the stored row stays.
+
+Rows repeated *inside* one write are all stored (cleaning quarantines true duplicates first), so
+a second identical write stores nothing new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from data_specs.schemas import BARS, LINEAGE, QUARANTINE, QUOTES, TRADES, conform
+from pipelines.errors import PipelineError
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+NO_DATE = "none"
+STAGING = "_staging"
+REPORTS = "_reports"
+JOURNAL = "COMMIT.json"
+COMPRESSION = "lz4"
+# Test hook: "stage:SECONDS" or "apply:SECONDS" sleeps between partitions in that phase, so a
+# test can kill a writer mid-transaction.
+PAUSE_ENV = "HAMFIN_STORE_TEST_PAUSE"
+
+STORED_SCHEMAS: dict[str, pl.Schema] = {
+    "quotes": pl.Schema({**QUOTES, **LINEAGE}),
+    "trades": pl.Schema({**TRADES, **LINEAGE}),
+    "bars": pl.Schema({**BARS, **LINEAGE}),
+    "quarantine": QUARANTINE,
+    "flagged": QUARANTINE,
+}
+PUBLIC_SCHEMAS: dict[str, pl.Schema] = {"quotes": QUOTES, "trades": TRADES, "bars": BARS}
+MERGE_KEYS: dict[str, list[str]] = {
+    "quotes": [c for c in QUOTES if c != "instrument_id"],
+    "trades": [c for c in TRADES if c != "instrument_id"],
+    "bars": ["ts_event", "ts_close"],
+}
+REPLACE_TABLES = {"bars"}
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One ``table/instrument_id=X/date=D`` folder and its Parquet files."""
+
+    table: str
+    instrument_id: str
+    date: str  # "YYYY-MM-DD" or "none"
+    path: Path
+    files: tuple[Path, ...]
+
+
+@dataclass
+class WriteSummary:
+    """What one :meth:`Transaction.write` did."""
+
+    table: str
+    instrument_id: str
+    rows: int = 0  # rows handed to write
+    rows_new: int = 0  # rows not already in the store (bars: keys not already present)
+    partitions: list[str] = field(default_factory=list)  # dates touched
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not _NAME.match(name):
+        message = f"invalid {kind} name {name!r} (letters, digits, '_', '.', '-')"
+        raise PipelineError(message)
+
+
+def to_ns(value: int | str | date | datetime | None, *, what: str) -> int | None:
+    """Convert a time bound to int UTC nanoseconds (naive ISO strings and datetimes are UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise PipelineError(f"{what}: expected a time, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"-?\d+", text):
+            return int(text)
+        try:
+            value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            message = f"{what}: cannot read {value!r} as a time (ISO 8601 or int nanoseconds)"
+            raise PipelineError(message) from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if isinstance(value, date):
+        return (value - date(1970, 1, 1)).days * NS_PER_DAY
+    raise PipelineError(f"{what}: expected a time, got {value!r}")
+
+
+def ns_to_date(ns: int) -> str:
+    """Return the UTC date ``YYYY-MM-DD`` of an int nanosecond timestamp."""
+    return date.fromordinal(date(1970, 1, 1).toordinal() + ns // NS_PER_DAY).isoformat()
+
+
+def ns_to_iso(ns: int | None) -> str | None:
+    """Render int UTC nanoseconds as ISO 8601 with a ``Z`` (microsecond precision)."""
+    if ns is None:
+        return None
+    seconds, rest = divmod(ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pause(phase: str) -> None:
+    hook = os.environ.get(PAUSE_ENV, "")
+    if hook.startswith(phase + ":"):
+        time.sleep(float(hook.split(":", 1)[1]))
+
+
+class Store:
+    """A hive-partitioned Parquet store rooted at ``root``.
+
+    Parameters
+    ----------
+    root : str or Path
+        Store folder; created on first write.
+    """
+
+    def __init__(self, root: str | Path = "data"):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ---------------------------------------------------------------- layout
+    def table_dir(self, table: str, instrument_id: str) -> Path:
+        _check_name("table", table)
+        _check_name("instrument", instrument_id)
+        return self.root / table / f"instrument_id={instrument_id}"
+
+    def partitions(self, table: str, instrument_id: str) -> list[Partition]:
+        """Return the committed partitions of one table and instrument, by date."""
+        base = self.table_dir(table, instrument_id)
+        if not base.is_dir():
+            return []
+        out = []
+        for folder in sorted(base.glob("date=*")):
+            files = tuple(sorted(folder.glob("part-*.parquet")))
+            if files:
+                date_text = folder.name.split("=", 1)[1]
+                out.append(Partition(table, instrument_id, date_text, folder, files))
+        return out
+
+    def tables(self) -> list[str]:
+        """Return the tables that hold data, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.root.iterdir()
+            if p.is_dir() and not p.name.startswith(("_", ".")) and any(p.glob("instrument_id=*"))
+        )
+
+    def instruments(self, table: str) -> list[str]:
+        """Return the instrument ids that have rows in ``table``, sorted."""
+        base = self.root / table
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.name.split("=", 1)[1]
+            for p in base.glob("instrument_id=*")
+            if any(p.glob("date=*/part-*.parquet"))
+        )
+
+    def reports(self) -> list[Path]:
+        """Return the ingest report paths, oldest first."""
+        folder = self.root / REPORTS
+        return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+    # ---------------------------------------------------------------- reading
+    def scan(
+        self,
+        table: str,
+        instrument_id: str,
+        *,
+        start: int | str | date | datetime | None = None,
+        end: int | str | date | datetime | None = None,
+        lineage: bool = False,
+    ) -> pl.LazyFrame:
+        """Scan one table of one instrument lazily, rows with ``start <= ts_event < end``.
+
+        Only the date partitions that can hold such rows are opened; the ``ts_event`` filter is
+        pushed into the Parquet reader (row-group statistics). Collect with
+        ``engine="streaming"`` for data larger than memory.
+
+        Parameters
+        ----------
+        table : str
+            ``quotes``, ``trades``, ``bars``, ``quarantine``, ``flagged`` or another table.
+        instrument_id : str
+        start, end : int ns, ISO 8601 string, date or datetime, optional
+            UTC bounds; ``end`` is exclusive. Naive values are UTC.
+        lineage : bool
+            Keep ``source_file``/``source_line`` on quotes, trades and bars (dropped by default,
+            so the frame is exactly the table's schema).
+
+        Raises
+        ------
+        PipelineError
+            No data for the instrument (or none in the range), or bad bounds.
+        """
+        lo, hi = to_ns(start, what="start"), to_ns(end, what="end")
+        if lo is not None and hi is not None and hi <= lo:
+            raise PipelineError(f"empty time range: end {end!r} is not after start {start!r}")
+        self.recover()
+        parts = self.partitions(table, instrument_id)
+        if not parts:
+            known = ", ".join(self.instruments(table)) or "none"
+            message = (
+                f"store {self.root} has no {table} for instrument {instrument_id} "
+                f"(instruments with {table}: {known})"
+            )
+            raise PipelineError(message)
+        first = ns_to_date(lo) if lo is not None else None
+        last = ns_to_date(hi - 1) if hi is not None else None
+        chosen = [
+            f
+            for p in parts
+            if (p.date == NO_DATE and lo is None and hi is None)
+            or (
+                p.date != NO_DATE
+                and (first is None or p.date >= first)
+                and (last is None or p.date <= last)
+            )
+            for f in p.files
+        ]
+        if not chosen:
+            span = f"{ns_to_iso(lo) or '-inf'} .. {ns_to_iso(hi) or '+inf'}"
+            message = f"store {self.root} has no {table} for {instrument_id} in {span}"
+            raise PipelineError(message)
+        frame = pl.scan_parquet(chosen, hive_partitioning=False)
+        if lo is not None:
+            frame = frame.filter(pl.col("ts_event") >= lo)
+        if hi is not None:
+            frame = frame.filter(pl.col("ts_event") < hi)
+        if table in PUBLIC_SCHEMAS and not lineage:
+            frame = frame.select(list(PUBLIC_SCHEMAS[table]))
+        return frame
+
+    # ---------------------------------------------------------------- writing
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Open a write transaction: commits on normal exit, leaves no trace on an exception."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = open(self.root / ".lock", "a+")  # noqa: SIM115 - held for the whole block
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._recover_locked()
+            tx = Transaction(self)
+            try:
+                yield tx
+            except BaseException:
+                tx.abort()
+                raise
+            tx.commit()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
+
+    def write(
+        self, table: str, frame: pl.DataFrame | pl.LazyFrame, *, instrument_id: str
+    ) -> list[Path]:
+        """Merge ``frame`` into ``table`` for one instrument atomically; return its partitions."""
+        with self.transaction() as tx:
+            summary = tx.write(table, frame, instrument_id=instrument_id)
+        base = self.table_dir(table, instrument_id)
+        return [base / f"date={d}" for d in summary.partitions]
+
+    # ---------------------------------------------------------------- recovery
+    def recover(self) -> None:
+        """Finish or undo transactions left by a crashed writer (skipped while one is writing)."""
+        staging = self.root / STAGING
+        if not staging.is_dir() or not any(staging.iterdir()):
+            return
+        with open(self.root / ".lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a writer is active; it recovers before it starts
+            try:
+                self._recover_locked()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _recover_locked(self) -> None:
+        staging = self.root / STAGING
+        if not staging.is_dir():
+            return
+        for folder in sorted(staging.iterdir()):
+            journal = folder / JOURNAL
+            if journal.is_file():
+                _apply(self.root, json.loads(journal.read_text()))
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _apply(root: Path, plan: dict[str, Any]) -> None:
+    """Carry out a committed journal; safe to run again after a crash part-way."""
+    touched: set[Path] = set()
+    for op in plan["ops"]:
+        staged = root / op["staged"]
+        final = root / op["final"]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if staged.exists():
+            os.replace(staged, final)
+        for old in op.get("remove", []):
+            (root / old).unlink(missing_ok=True)
+        touched.add(final.parent)
+        _pause("apply")
+    for folder in touched:
+        _fsync_path(folder)
+
+
+class Transaction:
+    """Staged writes of one ingest; see :meth:`Store.transaction`."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        self.txid = f"{stamp}-{uuid.uuid4().hex[:8]}"
+        self.dir = store.root / STAGING / self.txid
+        self.dir.mkdir(parents=True)
+        self._staged: dict[tuple[str, str, str], Path] = {}  # partition -> staged file
+        self._remove: dict[tuple[str, str, str], list[Path]] = {}
+        self._reports: list[tuple[Path, Path]] = []
+        self.summaries: list[WriteSummary] = []
+
+    def _part_name(self) -> str:
+        return f"part-{self.txid}.parquet"
+
+    def write(
+        self, table: str, frame: pl.DataFrame | pl.LazyFrame, *, instrument_id: str
+    ) -> WriteSummary:
+        """Stage ``frame`` (one instrument) for ``table``, merged with what is stored.
+
+        Raises
+        ------
+        PipelineError
+            ``frame`` holds another instrument, lacks ``ts_event``, or does not fit the schema.
+        """
+        store = self.store
+        base = store.table_dir(table, instrument_id)
+        df = frame.collect() if isinstance(frame, pl.LazyFrame) else frame
+        df = _conform_stored(df, table)
+        if "instrument_id" in df.columns:
+            others = df.filter(pl.col("instrument_id") != instrument_id)
+            if others.height:
+                message = (
+                    f"writing {table} for {instrument_id}: frame holds rows of instrument "
+                    f"{others['instrument_id'][0]!r}"
+                )
+                raise PipelineError(message)
+        summary = WriteSummary(table, instrument_id, rows=df.height)
+        if df.height == 0:
+            self.summaries.append(summary)
+            return summary
+        day = pl.col("ts_event") // NS_PER_DAY
+        dates = (
+            pl.when(pl.col("ts_event").is_null())
+            .then(pl.lit(NO_DATE))
+            .otherwise(pl.from_epoch(day, time_unit="d").dt.strftime("%Y-%m-%d"))
+        )
+        groups = df.with_columns(dates.alias("_date")).partition_by(
+            "_date", as_dict=True, maintain_order=True, include_key=False
+        )
+        for (date_text,), part in sorted(groups.items()):
+            key = (table, instrument_id, date_text)
+            folder = base / f"date={date_text}"
+            staged = self._staged.get(key)
+            if staged is not None:
+                old = pl.read_parquet(staged)
+            else:
+                committed = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+                self._remove[key] = committed
+                old = pl.read_parquet(committed) if committed else None
+            merged, new_rows = _merge(old, part, table)
+            target = self.dir / base.relative_to(store.root) / f"date={date_text}"
+            target.mkdir(parents=True, exist_ok=True)
+            path = target / self._part_name()
+            merged.write_parquet(path, compression=COMPRESSION, statistics=True)
+            _fsync_path(path)
+            self._staged[key] = path
+            summary.rows_new += new_rows
+            summary.partitions.append(date_text)
+            _pause("stage")
+        self.summaries.append(summary)
+        return summary
+
+    def write_report(self, report: dict[str, Any], *, instrument_id: str) -> Path:
+        """Stage a JSON report; return the path it will have once committed."""
+        _check_name("instrument", instrument_id)
+        name = f"{self.txid}-{instrument_id}.json"
+        staged = self.dir / REPORTS / name
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+        _fsync_path(staged)
+        final = self.store.root / REPORTS / name
+        self._reports.append((staged, final))
+        return final
+
+    def commit(self) -> None:
+        """Write the journal (the commit point), then move every staged file into place."""
+        root = self.store.root
+        ops = []
+        for key, staged in self._staged.items():
+            table, instrument_id, date_text = key
+            final_dir = self.store.table_dir(table, instrument_id) / f"date={date_text}"
+            ops.append(
+                {
+                    "staged": str(staged.relative_to(root)),
+                    "final": str((final_dir / staged.name).relative_to(root)),
+                    "remove": [str(p.relative_to(root)) for p in self._remove.get(key, [])],
+                }
+            )
+        for staged, final in self._reports:
+            ops.append(
+                {"staged": str(staged.relative_to(root)), "final": str(final.relative_to(root))}
+            )
+        for folder, _, _ in os.walk(self.dir):
+            _fsync_path(Path(folder))
+        journal = self.dir / JOURNAL
+        tmp = self.dir / (JOURNAL + ".tmp")
+        tmp.write_text(json.dumps({"txid": self.txid, "ops": ops}))
+        _fsync_path(tmp)
+        os.replace(tmp, journal)
+        _fsync_path(self.dir)
+        _apply(root, {"ops": ops})
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop everything staged; the store is as it was."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _conform_stored(df: pl.DataFrame, table: str) -> pl.DataFrame:
+    if "ts_event" not in df.columns:
+        raise PipelineError(f"cannot store {table}: the frame has no ts_event column")
+    schema = STORED_SCHEMAS.get(table)
+    if schema is None:
+        return df
+    try:
+        return conform(df, schema)
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as err:
+        message = f"cannot store {table}: frame does not fit the schema ({err})"
+        raise PipelineError(" ".join(message.split())) from err
+
+
+def _merge(old: pl.DataFrame | None, new: pl.DataFrame, table: str) -> tuple[pl.DataFrame, int]:
+    """Merge ``new`` into a partition's ``old`` rows; return (rows to write, new row count)."""
+    if old is None or old.height == 0:
+        merged = new
+        fresh = new.height
+    else:
+        new = new.select(old.columns) if set(new.columns) == set(old.columns) else new
+        key = MERGE_KEYS.get(table, list(new.columns))
+        if table in REPLACE_TABLES:
+            present = new.join(old.select(key), on=key, how="semi", nulls_equal=True).height
+            kept_old = old.join(new.select(key), on=key, how="anti", nulls_equal=True)
+            merged = pl.concat([kept_old, new], how="diagonal_relaxed")
+            fresh = new.height - present
+        else:
+            added = new.join(old.select(key), on=key, how="anti", nulls_equal=True)
+            merged = pl.concat([old, added], how="diagonal_relaxed")
+            fresh = added.height
+    if "ts_event" in merged.columns and not merged["ts_event"].is_sorted():
+        merged = merged.sort("ts_event", maintain_order=True, nulls_last=True)
+    return merged, fresh
