@@ -53,6 +53,7 @@ def read(
     column_map: dict[str, Any] | None = None,
     tz: str | None = None,
     contract: str | None = None,
+    table: str | None = None,
 ) -> ReadResult:
     """Read one vendor file into its canonical table.
 
@@ -71,6 +72,9 @@ def read(
     contract
         LEAN futures zips with one member per contract: ``None`` (most active), ``"all"``,
         or ``"YYYYMM"``.
+    table
+        ``databento`` only: ``"trades"`` reads the trade records of an mbp-1, tbbo or mbo file
+        (default: quotes from book schemas, trades from ``trades``, bars from ``ohlcv-*``).
 
     Returns
     -------
@@ -87,17 +91,19 @@ def read(
         raise PipelineError(f"tz= does not apply to fmt={fmt!r} (its clock is fixed)", path=path)
     if contract is not None and fmt not in _CONTRACT_FORMATS:
         raise PipelineError(f"contract= applies only to LEAN formats, not {fmt!r}", path=path)
+    if table is not None and fmt != "databento":
+        raise PipelineError(f"table= applies only to fmt='databento', not {fmt!r}", path=path)
     if column_map is not None and fmt not in {"csv", "csv-bars"}:
         raise PipelineError(f"column_map applies only to csv formats, not {fmt!r}", path=path)
     if fmt in {"csv", "csv-bars"} and column_map is None and fmt == "csv":
         raise PipelineError("fmt='csv' needs a column_map", path=path)
     if not Path(path).exists():
         raise PipelineError("file not found", path=path)
-    options = {"column_map": column_map, "tz": tz, "contract": contract}
+    options = {"column_map": column_map, "tz": tz, "contract": contract, "table": table}
     return _dispatch(Path(path), fmt=fmt, spec=spec, **options)
 
 
-def _dispatch(path, *, fmt, spec, column_map, tz, contract) -> ReadResult:
+def _dispatch(path, *, fmt, spec, column_map, tz, contract, table) -> ReadResult:
     if fmt == "lean":
         from pipelines.readers.lean import read_lean
 
@@ -136,4 +142,4 @@ def _dispatch(path, *, fmt, spec, column_map, tz, contract) -> ReadResult:
         return read_generic(path, spec=spec, column_map=column_map, bars=fmt == "csv-bars", tz=tz)
     from pipelines.readers.databento import read_databento
 
-    return read_databento(path, spec=spec)
+    return read_databento(path, spec=spec, table=table)
