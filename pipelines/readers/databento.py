@@ -175,7 +175,7 @@ def _quotes(mine, spec, path, skipped) -> ReadResult:
 
 def _trades(mine, spec, path, skipped) -> ReadResult:
     get = attrgetter("ts_event", "price", "size", "side")
-    rows = [(n, *get(r)) for n, r in mine]
+    rows = [(n, stamp, price, size, str(side)) for n, (stamp, price, size, side) in _get(get, mine)]
     frame = pl.DataFrame(
         rows,
         schema={
@@ -229,6 +229,10 @@ def _bars(mine, spec, path, duration_ns, skipped, table) -> ReadResult:
         rows_in=frame.height,
         skipped=skipped,
     )
+
+
+def _get(get: attrgetter, mine: list) -> list:
+    return [(n, get(r)) for n, r in mine]
 
 
 class _Book:
@@ -297,11 +301,11 @@ def _mbo_quotes(mine, spec, path, skipped) -> ReadResult:
         book = books.setdefault(record.instrument_id, _Book())
         action = record.action
         if action == "A":
-            book.add(record.order_id, record.side, record.price, record.size)
+            book.add(record.order_id, str(record.side), record.price, record.size)
         elif action == "C":
             book.cancel(record.order_id, record.size)
         elif action == "M":
-            book.modify(record.order_id, record.side, record.price, record.size)
+            book.modify(record.order_id, str(record.side), record.price, record.size)
         elif action == "R":
             book.clear()
         flags = int(record.flags)
