@@ -1,0 +1,134 @@
+"""Ingest: accounting on real FXCM ticks, idempotent re-ingest, bad files, flags, bars."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from data_specs import load_spec
+from pipelines.errors import PipelineError
+from pipelines.ingest import build_bars, ingest
+from pipelines.store import Store
+
+SPEC = load_spec("EURUSD")
+FXCM = "quantconnect-lean/forex/fxcm/tick/eurusd"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Committed files under root with their hashes (staging folder and lock excluded)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] != "_staging" and p.name != ".lock"
+    }
+
+
+@pytest.fixture
+def fxcm(shared_data):
+    return shared_data / FXCM
+
+
+def test_ingest_accounts_for_every_row_of_a_real_fxcm_day(tmp_path, fxcm):
+    store = Store(tmp_path / "store")
+    report_path = ingest([fxcm / "20140501_quote.zip"], fmt="lean", spec=SPEC, store=store)
+    report = json.loads(report_path.read_text())
+    assert report_path.parent == tmp_path / "store" / "_reports"
+    assert report["rows_in"] == report["rows_stored"] + report["rows_quarantined"]
+    (entry,) = report["files"]
+    assert entry["rows_in"] == entry["rows_stored"] + entry["rows_quarantined"] == report["rows_in"]
+    quotes = store.scan("quotes", "EURUSD").collect()
+    quarantine = store.scan("quarantine", "EURUSD").collect()
+    assert quotes.height == report["rows_stored"] == report["rows_new"]
+    assert quarantine.height == report["rows_quarantined"]
+    by_reason = dict(quarantine.group_by("reason").len().sort("reason").iter_rows())
+    assert by_reason == report["quarantined_by_reason"]
+    assert report["quarantined_by_reason"]["crossed_quote"] > 0.05 * report["rows_in"]
+    assert report["time_range"]["first_ts_event"] == quotes["ts_event"].min()
+    assert report["time_range"]["last_ts_event"] == quotes["ts_event"].max()
+    assert quarantine["source_file"].str.starts_with(str(fxcm / "20140501_quote.zip")).all()
+    assert quarantine["source_line"].min() >= 1
+
+
+def test_reingesting_the_same_file_is_idempotent(tmp_path, fxcm):
+    store = Store(tmp_path)
+    path = fxcm / "20140504_quote.zip"
+    first = json.loads(ingest([path], fmt="lean", spec=SPEC, store=store).read_text())
+    counts = {t: store.scan(t, "EURUSD").collect().height for t in ("quotes", "quarantine")}
+    second = json.loads(ingest([path], fmt="lean", spec=SPEC, store=store).read_text())
+    again = {t: store.scan(t, "EURUSD").collect().height for t in ("quotes", "quarantine")}
+    assert again == counts
+    assert counts["quotes"] == first["rows_stored"] > 0
+    assert second["rows_new"] == 0
+    assert second["rows_already_stored"] == second["rows_stored"] == first["rows_stored"]
+    assert len(store.reports()) == 2
+
+
+def test_a_bad_file_fails_the_whole_ingest_and_leaves_the_store_as_it_was(tmp_path, fxcm):
+    store = Store(tmp_path / "store")
+    ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=store)
+    before = snapshot(tmp_path / "store")
+    folder = tmp_path / "in" / FXCM
+    folder.mkdir(parents=True)
+    good = shutil.copy(fxcm / "20140511_quote.zip", folder)
+    data = (fxcm / "20140505_quote.zip").read_bytes()
+    truncated = folder / "20140505_quote.zip"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError) as err:
+        ingest([good, truncated], fmt="lean", spec=SPEC, store=store)
+    message = str(err.value)
+    assert "20140505_quote.zip" in message and "\n" not in message
+    assert snapshot(tmp_path / "store") == before
+
+
+def test_a_file_of_another_instrument_is_refused_before_anything_is_written(tmp_path, fxcm):
+    store = Store(tmp_path)
+    with pytest.raises(PipelineError, match="20140504_quote.zip"):
+        ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=load_spec("GBPUSD"), store=store)
+    assert snapshot(tmp_path) == {}
+
+
+def test_flagged_quotes_are_stored_and_counted_in_report_and_flagged_table(tmp_path, fxcm):
+    spec = dataclasses.replace(
+        SPEC, cleaning=dataclasses.replace(SPEC.cleaning, crossed_quotes="flag")
+    )
+    store = Store(tmp_path)
+    report = json.loads(
+        ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=spec, store=store).read_text()
+    )
+    flagged = store.scan("flagged", "EURUSD").collect()
+    assert report["rows_flagged"] == flagged.height > 0
+    assert report["flagged_by_reason"] == {"crossed_quote": flagged.height}
+    assert "crossed_quote" not in report["quarantined_by_reason"]
+    quotes = store.scan("quotes", "EURUSD").collect()
+    crossed = quotes.filter(pl.col("bid_price") > pl.col("ask_price")).height
+    assert crossed == flagged.height  # flagged rows are stored rows
+    assert report["rows_in"] == report["rows_stored"] + report["rows_quarantined"]
+
+
+def test_build_bars_writes_one_minute_bars_idempotently(tmp_path, fxcm):
+    store = Store(tmp_path)
+    ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=store)
+    quotes = store.scan("quotes", "EURUSD").collect()
+    minutes = quotes.select(pl.col("ts_event") // 60_000_000_000).n_unique()
+    first = build_bars(store, spec=SPEC, every="1m")
+    second = build_bars(store, spec=SPEC, every="1m")
+    bars = store.scan("bars", "EURUSD").collect()
+    assert first.rows == second.rows == bars.height == minutes
+    assert (first.rows_new, second.rows_new) == (minutes, 0)
+    assert bars["tick_count"].sum() == quotes.height
+    assert (bars["ts_close"] - bars["ts_event"] == 60_000_000_000).all()
+
+
+def test_build_bars_rejects_a_bad_duration_and_a_range_without_quotes(tmp_path, fxcm):
+    store = Store(tmp_path)
+    ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=store)
+    with pytest.raises(PipelineError, match="not a duration"):
+        build_bars(store, spec=SPEC, every="1x")
+    with pytest.raises(PipelineError, match="no quotes for EURUSD in"):
+        build_bars(store, spec=SPEC, every="1m", start="2020-01-01", end="2020-01-02")
