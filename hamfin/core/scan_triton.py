@@ -62,7 +62,8 @@ except ImportError:  # pragma: no cover - exercised by a subprocess test
 __all__ = ["HAS_TRITON", "gpu_figures", "scan_triton"]
 
 _DEFAULT_BLOCK_D = 32
-_NUM_WARPS = 4
+_NUM_WARPS = 4  # forward; not tuned on a GPU yet
+_NUM_WARPS_BWD = 8  # the backward keeps ~2x more (CHUNK, BLOCK_D) tiles live; not tuned either
 
 if HAS_TRITON:
 
@@ -405,16 +406,18 @@ def _param_view(x: torch.Tensor, shape: tuple[int, int, int], ct: torch.dtype):
 
 
 class _Plan:
-    """Launch geometry shared by forward and backward."""
+    """Launch geometry shared by forward and backward.
 
-    def __init__(self, B, L, D, chunk, block_d, variant, segments, device):
+    ``variant="auto"`` segments the forward only when one program per (batch, channel block)
+    leaves the GPU under-filled (fewer programs than ``sms``), aiming at about 4 programs per SM.
+    """
+
+    def __init__(self, B, L, D, chunk, block_d, variant, segments, sms):
         self.B, self.L, self.D, self.chunk, self.block_d = B, L, D, chunk, block_d
         self.n_dblk = triton.cdiv(D, block_d)
         self.n_chunk = triton.cdiv(L, chunk)
         programs = B * self.n_dblk
         if variant == "auto":
-            # Segment only when one program per (batch, channel block) cannot fill the GPU.
-            sms = _sm_count(device)
             segmented = programs < sms and self.n_chunk >= 4
             n_seg = triton.cdiv(4 * sms, programs) if segmented else 1
         elif variant == "single":
@@ -424,8 +427,8 @@ class _Plan:
         else:
             raise ValueError(f"variant must be auto, single or segmented, got {variant!r}")
         n_seg = max(1, min(n_seg, self.n_chunk))
-        self.seg_len = triton.cdiv(self.n_chunk, n_seg) * chunk
-        self.n_seg = triton.cdiv(L, self.seg_len)
+        self.seg_len = max(1, triton.cdiv(self.n_chunk, n_seg)) * chunk
+        self.n_seg = max(1, triton.cdiv(L, self.seg_len))
 
 
 def _forward(f, dt_v, dt_s, dt_pc, gm_v, gm_s, gm_pc, k, m, s0, plan, out_dtype, save_bnd):
@@ -457,23 +460,22 @@ class _ScanTritonFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f, dt, gamma, k, m, state, chunk, block_d, variant, segments):
         B, L, D = f.shape
-        ct = (
-            torch.float64
-            if torch.float64 in {x.dtype for x in (f, dt, gamma, k, m)}
-            else (torch.float32)
-        )
-        out_dtype = f.dtype if f.dtype in (torch.float16, torch.bfloat16) else ct
+        out_dtype = f.dtype  # the promoted dtype, as scan_ref; fp16/bf16 computed in fp32
+        for x in (dt, gamma, k, m, state):
+            if x is not None and x.is_floating_point():
+                out_dtype = torch.promote_types(out_dtype, x.dtype)
+        ct = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
         shape = (B, L, D)
         dt_v, dt_s, dt_pc = _param_view(dt, shape, ct)
         gm_v, gm_s, gm_pc = _param_view(gamma, shape, ct)
-        kc = k.to(ct).contiguous()
-        mc = m.to(ct).contiguous()
+        kc = torch.broadcast_to(k.reshape(-1), (D,)).to(ct).contiguous()
+        mc = torch.broadcast_to(m.reshape(-1), (D,)).to(ct).contiguous()
         fc = f.contiguous()
         if state is None:
             s0 = torch.zeros(B, D, 2, device=f.device, dtype=ct)
         else:
             s0 = state.to(ct).contiguous()
-        plan = _Plan(B, L, D, chunk, block_d, variant, segments, f.device)
+        plan = _Plan(B, L, D, chunk, block_d, variant, segments, _sm_count(f.device))
         save = any(ctx.needs_input_grad[:6])
         if L == 0:
             qp = torch.empty(B, 0, D, 2, device=f.device, dtype=out_dtype)
@@ -482,6 +484,7 @@ class _ScanTritonFn(torch.autograd.Function):
             qp, final, bnd = _forward(
                 fc, dt_v, dt_s, dt_pc, gm_v, gm_s, gm_pc, kc, mc, s0, plan, out_dtype, save
             )
+            final = qp[:, -1].clone()  # exactly qp[:, -1], also after rounding to fp16/bf16
         ctx.save_for_backward(fc, dt_v, gm_v, kc, mc, bnd)
         ctx.meta = (plan, dt_s, dt_pc, gm_s, gm_pc, dt.shape, gamma.shape, state is None)
         ctx.dtypes = (f.dtype, dt.dtype, gamma.dtype, k.dtype, m.dtype,
@@ -512,7 +515,7 @@ class _ScanTritonFn(torch.autograd.Function):
                 df, ddt, dgm, dk, dm, ds0,
                 L, D, plan.n_chunk, *dt_s, *gm_s,
                 CHUNK=plan.chunk, BLOCK_D=plan.block_d, DT_PC=dt_pc, GM_PC=gm_pc,
-                num_warps=_NUM_WARPS,
+                num_warps=_NUM_WARPS_BWD,
             )  # fmt: skip
         f_dt, dt_dt, gm_dt, k_dt, m_dt, s_dt = ctx.dtypes
         if dt_pc:
@@ -531,27 +534,48 @@ class _ScanTritonFn(torch.autograd.Function):
 
 
 def _check(f, dt, gamma, k, m, state, chunk_size):
+    """Validate the arguments (one clear ValueError); return dt, gamma, k, m as tensors."""
     if not HAS_TRITON:
         raise RuntimeError("scan_triton needs triton, which is not installed")
-    if f.dim() != 3:
-        raise ValueError(f"f must be (B, L, D), got shape {tuple(f.shape)}")
+    if not isinstance(f, torch.Tensor) or f.dim() != 3:
+        raise ValueError(f"scan_triton: f must be a (B, L, D) tensor, got {getattr(f, 'shape', f)}")
     B, L, D = f.shape
     if not f.is_cuda and not _interpreting():
         raise ValueError("scan_triton needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
     if chunk_size < 2 or chunk_size > 1024 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"chunk_size must be a power of two in [2, 1024], got {chunk_size}")
-    for name, x in (("k", k), ("m", m)):
-        if tuple(x.shape) != (D,):
-            raise ValueError(f"{name} must be (D,) = ({D},), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"scan_triton: chunk_size must be a power of two in [2, 1024], got {chunk_size}"
+        )
+    out = []
+    for name, x in (("dt", dt), ("gamma", gamma), ("k", k), ("m", m)):
+        x = torch.as_tensor(x, device=f.device)
+        if name in ("k", "m"):
+            if x.dim() > 1 or x.numel() not in (1, D):
+                raise ValueError(f"scan_triton: {name} must be (D,) = ({D},), got {tuple(x.shape)}")
+        else:
+            try:
+                torch.broadcast_shapes(x.shape, (B, L, D))
+            except RuntimeError:
+                message = (
+                    f"scan_triton: {name} of shape {tuple(x.shape)} does not broadcast to {B, L, D}"
+                )
+                raise ValueError(message) from None
+            if x.dim() > 3:
+                raise ValueError(
+                    f"scan_triton: {name} must broadcast to (B, L, D), got {tuple(x.shape)}"
+                )
+        out.append(x)
     if state is not None and tuple(state.shape) != (B, D, 2):
-        raise ValueError(f"state must be (B, D, 2) = ({B}, {D}, 2), got {tuple(state.shape)}")
+        message = f"scan_triton: state must be (B, D, 2) = {(B, D, 2)}, got {tuple(state.shape)}"
+        raise ValueError(message)
+    return out
 
 
 def _scan_triton(
     f, dt, gamma, k, m, state=None, *, chunk_size=64, block_d=None, variant="auto", segments=None
 ):
     """``scan_triton`` with the launch choices exposed (tests force each forward variant)."""
-    _check(f, dt, gamma, k, m, state, chunk_size)
+    dt, gamma, k, m = _check(f, dt, gamma, k, m, state, chunk_size)
     if block_d is None:
         block_d = min(_DEFAULT_BLOCK_D, triton.next_power_of_2(max(f.shape[2], 1)))
     return _ScanTritonFn.apply(f, dt, gamma, k, m, state, chunk_size, block_d, variant, segments)
