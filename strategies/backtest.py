@@ -469,7 +469,14 @@ def run_backtest(
         Wrong instrument, duplicate or misaligned forecasts, empty input.
     """
     config = config or BacktestConfig()
-    check_schema(forecasts, FORECASTS, what="forecasts")
+    try:
+        check_schema(forecasts, FORECASTS, what="forecasts")
+    except ValueError as err:
+        raise BacktestInputError(f"{err} (FORECASTS schema)") from err
+    ids = forecasts.get_column("instrument_id").unique().to_list()
+    if forecasts.height and ids != [spec.instrument_id]:
+        message = f"forecasts: instrument_id {sorted(map(str, ids))} != {spec.instrument_id}"
+        raise BacktestInputError(message)
     bars = _check_bars(bars, spec.instrument_id, "bars")
     models = sorted(forecasts.get_column("model").unique().to_list())
     if model is None:
@@ -752,30 +759,100 @@ def _metric_line(card: dict, name: str) -> str:
 def load_run_bars(
     run: Path, instrument_id: str, forecasts: pl.DataFrame, store: Path | None
 ) -> pl.DataFrame:
-    """Return the bars for a run: from ``--store`` or the store named in ``config.json``."""
-    config = {}
+    """Return the bars a run was trained on, read through ``pipelines.store.Store``.
+
+    The store root is ``store`` if given, else ``config.json``'s ``data.store``, else the
+    built-in synthetic store (``pipelines.synthetic.default_store``, deterministic, rebuilt if
+    absent). Bars are scanned over the forecasts' time range plus a margin and, where the
+    run's ``data.bar`` is a multiple of the stored bar length, aggregated to it (UTC-aligned
+    windows, as the training side does). Without a bar length in the config, the stored length
+    whose closes match the most forecast timestamps is kept.
+    """
+    config: dict = {}
     if (run / "config.json").is_file():
-        config = json.loads((run / "config.json").read_text())
-    root = store or _config_value(config, ("store", "store_root", "data", "data_root"))
-    if root is None:
-        message = f"{run}: no bars given (--bars/--store) and config.json names no store"
-        raise BacktestInputError(message)
+        try:
+            config = json.loads((run / "config.json").read_text())
+        except json.JSONDecodeError as err:
+            raise BacktestInputError(f"{run / 'config.json'}: not valid JSON ({err})") from err
+    data = config.get("data", {}) if isinstance(config.get("data"), dict) else {}
     try:
         from pipelines.store import Store
     except ImportError as err:
         raise BacktestInputError(f"pipelines.store is not available ({err}); use --bars") from err
+    root = store or data.get("store")
+    if root is None:
+        from pipelines.synthetic import default_store
+
+        root = default_store(instrument_id=instrument_id)
+    if not Path(root).is_dir():
+        raise BacktestInputError(f"{root}: store root not found")
     ts = forecasts.get_column("ts_event")
-    horizon = int(forecasts.get_column("horizon").max())
+    day = 86_400 * 10**9
+    start, end = int(ts.min()) - day, int(ts.max()) + 8 * day
     try:
-        lazy = Store(Path(root)).scan("bars", instrument_id)
-        bars = lazy.collect() if isinstance(lazy, pl.LazyFrame) else lazy
+        bars = Store(Path(root)).scan("bars", instrument_id, start=start, end=end).collect()
     except Exception as err:  # noqa: BLE001 - the store's own message names the problem
         raise BacktestInputError(f"{root}: cannot read bars for {instrument_id} ({err})") from err
-    every = _config_value(config, ("every", "bar", "bar_size", "bars_every"))
-    if every is not None and "bar_size" in bars.columns:
-        bars = bars.filter(pl.col("bar_size") == every)
-    del ts, horizon
-    return bars
+    every = data.get("bar")
+    if isinstance(every, str) and bars.height:
+        want = _duration_ns(every)
+        native = int((bars.get_column("ts_close") - bars.get_column("ts_event")).median())
+        if want != native:
+            if want % native:
+                message = f"{root}: stored {native // 10**9}s bars cannot make the run's {every}"
+                raise BacktestInputError(message)
+            bars = resample_bars(bars.lazy(), every=every).collect()
+    return bars_matching(bars.sort("ts_event"), ts.to_numpy())
+
+
+def _duration_ns(every: str) -> int:
+    units = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86_400 * 10**9}
+    try:
+        return int(every[:-1]) * units[every[-1]]
+    except (KeyError, ValueError) as err:
+        raise BacktestInputError(f"config.json: bar length {every!r} is not like 15m/1h") from err
+
+
+def resample_bars(bars: pl.LazyFrame, *, every: str) -> pl.LazyFrame:
+    """Aggregate BARS into coarser UTC-aligned BARS of length ``every``.
+
+    OHLC take first/max/min/last, volumes, tick counts and realized variance add;
+    ``ts_event`` is the window start and ``ts_close`` the window end (start + ``every``).
+    """
+    return (
+        bars.with_columns(
+            pl.from_epoch("ts_event", time_unit="ns").dt.replace_time_zone("UTC").alias("_w")
+        )
+        .sort("instrument_id", "ts_event")
+        .group_by_dynamic("_w", every=every, group_by="instrument_id", closed="left")
+        .agg(
+            pl.col("open", "bid_open", "ask_open").first(),
+            pl.col("high", "bid_high", "ask_high").max(),
+            pl.col("low", "bid_low", "ask_low").min(),
+            pl.col("close", "bid_close", "ask_close").last(),
+            pl.col("volume", "tick_count", "realized_variance").sum(),
+            pl.col("spread_max").max(),
+        )
+        .with_columns(
+            pl.col("_w").dt.epoch("ns").alias("ts_event"),
+            pl.col("_w").dt.offset_by(every).dt.epoch("ns").alias("ts_close"),
+        )
+        .drop("_w")
+    )
+
+
+def bars_matching(bars: pl.DataFrame, forecast_ts: np.ndarray) -> pl.DataFrame:
+    """Keep the bar length (``ts_close - ts_event``) whose closes match most forecasts."""
+    length = bars.get_column("ts_close") - bars.get_column("ts_event")
+    lengths = length.unique().to_list()
+    if len(lengths) <= 1:
+        return bars
+    matches = {
+        n: int(np.isin(forecast_ts, bars.filter(length == n).get_column("ts_close")).sum())
+        for n in lengths
+    }
+    best = max(matches, key=matches.get)
+    return bars.filter(length == best)
 
 
 def _config_value(config: dict, keys: tuple[str, ...]):

@@ -196,7 +196,7 @@ def _dsr_rows(r: np.ndarray, n_trials: int, trial_sharpes: np.ndarray | None) ->
         sr, skew, kurt = _moments(r)
         n = max(r.shape[1] - 1, 1)
         variance = np.maximum(1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2, 0.0) / n
-    benchmark = np.array([expected_max_sharpe(n_trials, v) for v in variance])
+    benchmark = expected_max_sharpe(n_trials, 1.0) * np.sqrt(variance)
     return _psr_rows(r, benchmark)
 
 
