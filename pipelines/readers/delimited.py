@@ -18,7 +18,7 @@ import polars as pl
 
 from pipelines.readers.result import MALFORMED
 
-_NUMERIC_FAILURE = (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError)
+_FAST_PATH_FAILURE = pl.exceptions.PolarsError  # any parse trouble: take the per-line path
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def _fast(data, columns, required, header_lines, separator, n_lines) -> Parsed |
             separator=separator,
             quote_char=None,
         )
-    except _NUMERIC_FAILURE:
+    except _FAST_PATH_FAILURE:
         return None
     if frame.height != expected:
         return None
