@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from pipelines.errors import PipelineError
 from pipelines.readers.result import MALFORMED
 
 _FAST_PATH_FAILURE = pl.exceptions.PolarsError  # any parse trouble: take the per-line path
@@ -180,3 +181,13 @@ def split_invalid(
     )
     kept = flagged.filter(~pl.col("_invalid")).drop("_invalid")
     return kept, pl.concat([parsed.rejects, bad]).sort("source_line")
+
+
+def require_some_rows(parsed: Parsed, label: str, *, fmt: str) -> None:
+    """Raise ``PipelineError`` when no line of a non-empty file parses (wrong format)."""
+    if parsed.rows_in == 0:
+        raise PipelineError("no data lines", path=label)
+    if parsed.frame.height == 0:
+        first = parsed.rejects.row(0, named=True)
+        message = f"not a {fmt} file: no line parses (first: {first['raw'][:80]!r})"
+        raise PipelineError(message, path=label, line=first["source_line"])

@@ -27,8 +27,7 @@ import polars as pl
 
 from data_specs.spec import InstrumentSpec
 from pipelines.errors import PipelineError
-from pipelines.readers.delimited import parse_delimited, split_invalid
-from pipelines.readers.lean import require_some_rows
+from pipelines.readers.delimited import parse_delimited, require_some_rows, split_invalid
 from pipelines.readers.result import ReadResult, build_result
 from pipelines.readers.sources import check_fx_path, read_bytes
 from pipelines.readers.timestamps import NS_PER_HOUR, NS_PER_MS

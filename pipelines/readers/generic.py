@@ -38,11 +38,15 @@ import polars as pl
 
 from data_specs.spec import InstrumentSpec
 from pipelines.errors import PipelineError
-from pipelines.readers.delimited import Parsed, parse_delimited, reject_frame, split_invalid
-from pipelines.readers.histdata import invalid_time_reason
-from pipelines.readers.lean import require_some_rows
+from pipelines.readers.delimited import (
+    Parsed,
+    parse_delimited,
+    reject_frame,
+    require_some_rows,
+    split_invalid,
+)
 from pipelines.readers.ohlc import FIELDS, finish_bars
-from pipelines.readers.result import ReadResult, build_result
+from pipelines.readers.result import ReadResult, build_result, time_reject_reason
 from pipelines.readers.sources import check_fx_path, read_bytes
 from pipelines.readers.timestamps import check_time_zone, text_to_utc_ns
 
@@ -135,7 +139,7 @@ def read_generic(
         frame, rejects = _split_parquet(parsed, frame, invalid)
     else:
         frame, rejects = split_invalid(
-            parsed, frame, data=data, invalid=invalid, reason=invalid_time_reason()
+            parsed, frame, data=data, invalid=invalid, reason=time_reject_reason()
         )
     if table == "trades":
         frame = frame.with_columns(_aggressor(frame))
@@ -266,7 +270,7 @@ def _split_parquet(parsed: Parsed, frame: pl.DataFrame, invalid: pl.Expr):
             bad.select(
                 "source_line",
                 pl.col("ts_event").cast(pl.String).fill_null("").alias("raw"),
-                invalid_time_reason().alias("reason"),
+                time_reject_reason().alias("reason"),
             ),
         ]
     )

@@ -16,10 +16,13 @@ import polars as pl
 
 from data_specs.spec import InstrumentSpec
 from pipelines.errors import PipelineError
-from pipelines.readers.delimited import parse_delimited, split_invalid
-from pipelines.readers.lean import require_some_rows
+from pipelines.readers.delimited import parse_delimited, require_some_rows, split_invalid
 from pipelines.readers.ohlc import finish_bars
-from pipelines.readers.result import NONEXISTENT_LOCAL_TIME, ReadResult, build_result
+from pipelines.readers.result import (
+    ReadResult,
+    build_result,
+    time_reject_reason,
+)
 from pipelines.readers.sources import check_fx_path, read_bytes
 from pipelines.readers.timestamps import NS_PER_MINUTE, check_time_zone, to_utc_ns
 
@@ -60,15 +63,6 @@ def local_to_utc(frame: pl.DataFrame, fmt: str, zone: str) -> pl.DataFrame:
     )
 
 
-def invalid_time_reason() -> pl.Expr:
-    """Return the reject reason for a row whose ``ts_event`` is null."""
-    return (
-        pl.when(pl.col("_unparsed"))
-        .then(pl.lit("malformed_line"))
-        .otherwise(pl.lit(NONEXISTENT_LOCAL_TIME))
-    )
-
-
 def read_histdata(path: str | Path, *, spec: InstrumentSpec, tz: str | None = None) -> ReadResult:
     """Read a HistData ASCII tick file into QUOTES."""
     zone = _zone(path, tz)
@@ -80,7 +74,7 @@ def read_histdata(path: str | Path, *, spec: InstrumentSpec, tz: str | None = No
     require_some_rows(parsed, str(path), fmt="HistData ASCII tick")
     frame = local_to_utc(parsed.frame, "%Y%m%d %H%M%S%3f", zone)
     frame, rejects = split_invalid(
-        parsed, frame, data=data, invalid=pl.col("ts_event").is_null(), reason=invalid_time_reason()
+        parsed, frame, data=data, invalid=pl.col("ts_event").is_null(), reason=time_reject_reason()
     )
     return build_result(
         "quotes",
@@ -103,7 +97,7 @@ def read_histdata_bars(
     require_some_rows(parsed, str(path), fmt="HistData M1 ASCII")
     frame = local_to_utc(parsed.frame, "%Y%m%d %H%M%S", zone)
     frame, rejects = split_invalid(
-        parsed, frame, data=data, invalid=pl.col("ts_event").is_null(), reason=invalid_time_reason()
+        parsed, frame, data=data, invalid=pl.col("ts_event").is_null(), reason=time_reject_reason()
     )
     return build_result(
         "bars",

@@ -23,7 +23,7 @@ import polars as pl
 
 from data_specs.spec import InstrumentSpec
 from pipelines.errors import PipelineError
-from pipelines.readers.delimited import Parsed, parse_delimited, split_invalid
+from pipelines.readers.delimited import Parsed, parse_delimited, require_some_rows, split_invalid
 from pipelines.readers.result import ReadResult, build_result
 from pipelines.readers.sources import check_fx_path, symbol_of, zip_members
 from pipelines.readers.timestamps import NS_PER_DAY, NS_PER_MS, check_time_zone, to_utc_ns
@@ -229,13 +229,3 @@ def day_ns(date: str, label: str) -> int:
     except pl.exceptions.InvalidOperationError as err:
         raise PipelineError(f"bad date {date!r} in the file name", path=label) from err
     return int(day[0])
-
-
-def require_some_rows(parsed: Parsed, label: str, *, fmt: str) -> None:
-    """Raise ``PipelineError`` when no line of a non-empty file parses (wrong format)."""
-    if parsed.rows_in == 0:
-        raise PipelineError("no data lines", path=label)
-    if parsed.frame.height == 0:
-        first = parsed.rejects.row(0, named=True)
-        message = f"not a {fmt} file: no line parses (first: {first['raw'][:80]!r})"
-        raise PipelineError(message, path=label, line=first["source_line"])

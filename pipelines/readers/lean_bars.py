@@ -25,18 +25,16 @@ import polars as pl
 
 from data_specs.spec import InstrumentSpec
 from pipelines.errors import PipelineError
-from pipelines.readers.delimited import parse_delimited, split_invalid
-from pipelines.readers.histdata import invalid_time_reason
+from pipelines.readers.delimited import parse_delimited, require_some_rows, split_invalid
 from pipelines.readers.lean import (
     Member,
     choose_contracts,
     day_ns,
     lean_members,
     lean_time_zone,
-    require_some_rows,
 )
 from pipelines.readers.ohlc import DURATIONS_NS, finish_bars
-from pipelines.readers.result import ReadResult, build_result
+from pipelines.readers.result import ReadResult, build_result, time_reject_reason
 from pipelines.readers.sources import check_fx_path, symbol_of, zip_members
 from pipelines.readers.timestamps import NS_PER_DAY, NS_PER_MS, to_utc_ns
 
@@ -172,7 +170,7 @@ def _read_member(member: Member, *, kind: str, resolution: str, zone: str, label
         data=member.data,
         invalid=invalid,
         reason=pl.when(pl.col("ts_event").is_null())
-        .then(invalid_time_reason())
+        .then(time_reject_reason())
         .otherwise(pl.lit("malformed_line")),
     )
     return (

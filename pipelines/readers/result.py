@@ -98,3 +98,16 @@ def build_result(
         rows_in=rows_in,
         skipped=skipped,
     )
+
+
+def time_reject_reason() -> pl.Expr:
+    """Return the reject reason of a row whose ``ts_event`` is null.
+
+    ``_unparsed`` (set by the reader) tells a stamp that did not parse (``malformed_line``)
+    from a local time that does not exist in its zone (``nonexistent_local_time``).
+    """
+    return (
+        pl.when(pl.col("_unparsed"))
+        .then(pl.lit(MALFORMED))
+        .otherwise(pl.lit(NONEXISTENT_LOCAL_TIME))
+    )

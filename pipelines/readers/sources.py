@@ -15,6 +15,14 @@ from pathlib import Path
 from data_specs.spec import InstrumentSpec
 from pipelines.errors import PipelineError
 
+try:  # ISA-L inflates about twice as fast as zlib; same API and results
+    from isal import igzip as gunzip
+    from isal import isal_zlib as inflate
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    gunzip, inflate = gzip, zlib
+
+_INFLATE_ERRORS = (zlib.error, inflate.error)
+
 CURRENCIES = (
     "EUR USD GBP JPY AUD NZD CAD CHF SEK NOK DKK PLN HUF CZK TRY ZAR MXN SGD HKD CNH CNY XAU XAG"
 ).split()
@@ -29,8 +37,8 @@ def read_bytes(path: str | Path) -> bytes:
     data = path.read_bytes()
     if data[:2] == b"\x1f\x8b":
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as err:
+            data = gunzip.decompress(data)
+        except (OSError, EOFError, *_INFLATE_ERRORS) as err:
             raise PipelineError(f"truncated or corrupt gzip ({err})", path=path) from err
     if not data.strip():
         raise PipelineError("empty file", path=path)
@@ -40,8 +48,9 @@ def read_bytes(path: str | Path) -> bytes:
 def zip_members(path: str | Path) -> list[tuple[str, bytes]]:
     """Return ``(member name, bytes)`` for every file in the zip at ``path``, in archive order.
 
-    Deflated members are inflated in one ``zlib.decompress`` call on the raw stream (about twice
-    as fast as ``ZipFile.read``'s chunked reader) and checked against the archive's CRC-32.
+    Deflated members are inflated in one call on the raw stream (ISA-L when installed, else
+    zlib; about 4x faster than ``ZipFile.read``'s chunked zlib reader) and checked against the
+    archive's CRC-32.
     """
     path = Path(path)
     if not path.is_file():
@@ -53,7 +62,7 @@ def zip_members(path: str | Path) -> list[tuple[str, bytes]]:
         with zipfile.ZipFile(path) as archive:
             infos = [info for info in archive.infolist() if not info.is_dir()]
             members = [(info.filename, _member(archive, info, buffer)) for info in infos]
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error) as err:
+    except (zipfile.BadZipFile, *_INFLATE_ERRORS, EOFError, OSError, struct.error) as err:
         raise PipelineError(f"truncated or corrupt zip ({err})", path=path) from err
     if not members:
         raise PipelineError("empty zip (no members)", path=path)
@@ -71,8 +80,8 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, buffer: bytes) -> b
     raw = buffer[start : start + info.compress_size]
     if len(raw) != info.compress_size:
         raise zipfile.BadZipFile(f"{info.filename} is cut short")
-    data = zlib.decompress(raw, -15)
-    if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+    data = inflate.decompress(raw, -15)
+    if len(data) != info.file_size or inflate.crc32(data) != info.CRC:
         raise zipfile.BadZipFile(f"CRC or size mismatch in {info.filename}")
     return data
 

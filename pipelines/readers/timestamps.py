@@ -94,18 +94,6 @@ def to_utc_ns(local_ns: pl.Expr, tz: str) -> pl.Expr:
     )
 
 
-def parse_local_ns(text: pl.Expr, fmt: str | None = None) -> pl.Expr:
-    """Parse timestamp text to local nanoseconds (Int64), null where it does not parse.
-
-    With ``fmt`` (a chrono format such as ``"%d.%m.%Y %H:%M:%S%.3f"``) parsing is strict to
-    that layout; without it Polars infers ISO-8601. A trailing UTC offset in the text (``+00:00``)
-    is honoured: the value is then converted to that offset's UTC instant and returned as *UTC*
-    nanoseconds, which ``parse_aware_ns`` reports.
-    """
-    parsed = text.str.to_datetime(format=fmt, time_unit="ns", strict=False, exact=True)
-    return parsed.dt.epoch("ns")
-
-
 def text_to_utc_ns(text: pl.Expr, tz: str, fmt: str | None = None) -> tuple[pl.Expr, pl.Expr]:
     """Parse timestamp text to UTC ns; return ``(ts_event, unparsed)`` expressions.
 

@@ -17,10 +17,8 @@ import polars as pl
 
 from data_specs.spec import InstrumentSpec
 from pipelines.errors import PipelineError
-from pipelines.readers.delimited import parse_delimited, split_invalid
-from pipelines.readers.histdata import invalid_time_reason
-from pipelines.readers.lean import require_some_rows
-from pipelines.readers.result import ReadResult, build_result
+from pipelines.readers.delimited import parse_delimited, require_some_rows, split_invalid
+from pipelines.readers.result import ReadResult, build_result, time_reject_reason
 from pipelines.readers.sources import check_fx_path, read_bytes
 from pipelines.readers.timestamps import check_time_zone, text_to_utc_ns
 
@@ -63,7 +61,7 @@ def read_truefx(path: str | Path, *, spec: InstrumentSpec, tz: str | None = None
         ts_event, unparsed = text_to_utc_ns(pl.col("time"), zone, "%Y%m%d %H:%M:%S%.f")
         frame = parsed.frame.with_columns(ts_event.alias("ts_event"), unparsed.alias("_unparsed"))
     frame, rejects = split_invalid(
-        parsed, frame, data=data, invalid=pl.col("ts_event").is_null(), reason=invalid_time_reason()
+        parsed, frame, data=data, invalid=pl.col("ts_event").is_null(), reason=time_reject_reason()
     )
     return build_result(
         "quotes",
