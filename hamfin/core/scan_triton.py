@@ -222,16 +222,24 @@ if HAS_TRITON:
     @triton.jit
     def _seg_carry_kernel(
         s0_ptr, summ_ptr, start_ptr,  # (B, D, 2), (B, NSEG, D, 6), out (B, NSEG, D, 2)
-        D, NSEG, BLOCK_D: tl.constexpr,
+        D, NSEG, BLOCK_D: tl.constexpr, REVERSE: tl.constexpr,
     ):  # fmt: skip
-        """Pass 2: the true start state of every segment (a short sequential scan)."""
+        """Pass 2: every segment's true incoming carry (a short sequential scan over segments).
+
+        Forward: the state at each segment's start, from ``s0``. Reverse (backward): the adjoint
+        entering each segment from its right, from zero. Segment s's map is ``summ[:, s]``.
+        """
         pid_b = tl.program_id(0).to(tl.int64)
         d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < D
         d64 = d.to(tl.int64)
         q = tl.load(s0_ptr + (pid_b * D + d64) * 2, mask=dmask, other=0.0)
         p = tl.load(s0_ptr + (pid_b * D + d64) * 2 + 1, mask=dmask, other=0.0)
-        for s in range(0, NSEG):
+        for i in range(0, NSEG):
+            if REVERSE:
+                s = NSEG - 1 - i
+            else:
+                s = i
             row = pid_b * NSEG + s
             so = (row * D + d64) * 2
             tl.store(start_ptr + so, q, mask=dmask)
@@ -246,24 +254,102 @@ if HAS_TRITON:
             q, p = s11 * q + s12 * p + w1, s21 * q + s22 * p + w2
 
     @triton.jit
+    def _adjoint_chunk(
+        gqp_ptr, dt_ptr, gm_ptr, gend1, gend2, k2, m2, dtv, gmv, pid_b, t0, d64, dmask, L, D,
+        dt_sb, dt_st, dt_sd, gm_sb, gm_st, gm_sd,
+        CHUNK: tl.constexpr, CT: tl.constexpr, DT_PC: tl.constexpr, GM_PC: tl.constexpr,
+    ):  # fmt: skip
+        """The chunk's adjoint maps λ_t = A_{t+1}ᵀ λ_{t+1} + g_t composed from the right.
+
+        Works on a row-reversed tile (row r holds t = t0 + CHUNK - 1 - r) so that a forward
+        ``associative_scan`` runs backwards in time; row r maps the carry λ_{t0+CHUNK} to λ_t.
+        ``g_t`` is ∂L/∂(q_t, p_t), plus ∂L/∂final at t = L - 1.
+        """
+        tr = t0 + (CHUNK - 1 - tl.arange(0, CHUNK))
+        rmsk = (tr < L)[:, None] & dmask[None, :]
+        offr = (pid_b * L + tr[:, None]) * D + d64[None, :]
+        gq = tl.load(gqp_ptr + offr * 2, mask=rmsk, other=0.0).to(CT)
+        gp = tl.load(gqp_ptr + offr * 2 + 1, mask=rmsk, other=0.0).to(CT)
+        is_last = (tr == L - 1)[:, None]
+        gq = gq + tl.where(is_last, gend1[None, :], 0.0)
+        gp = gp + tl.where(is_last, gend2[None, :], 0.0)
+        nmsk = (tr + 1 < L)[:, None] & dmask[None, :]
+        dtn = _load_param(dt_ptr, pid_b, tr + 1, d64, nmsk, dt_sb, dt_st, dt_sd, dtv, CT, DT_PC)
+        gmn = _load_param(gm_ptr, pid_b, tr + 1, d64, nmsk, gm_sb, gm_st, gm_sd, gmv, CT, GM_PC)
+        n11, n12, n21, n22, _nb1, _nb2 = _transition(dtn, gmn, k2, m2)
+        # transposed transitions: (A11, A21, A12, A22)
+        return tl.associative_scan((n11, n21, n12, n22, gq, gp), 0, _compose)
+
+    @triton.jit
+    def _bwd_summary_kernel(
+        gqp_ptr, gend_ptr, dt_ptr, gm_ptr, k_ptr, m_ptr, summ_ptr,  # summ: (B, NSEG, D, 6)
+        L, D, SEG_LEN, NSEG,
+        dt_sb, dt_st, dt_sd, gm_sb, gm_st, gm_sd,
+        CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, DT_PC: tl.constexpr, GM_PC: tl.constexpr,
+    ):  # fmt: skip
+        """Backward pass 1: each segment's composed adjoint map (segment 1 + program_id(2))."""
+        pid_b = tl.program_id(0).to(tl.int64)
+        pid_d = tl.program_id(1)
+        pid_s = tl.program_id(2) + 1
+        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        dmask = d < D
+        d64 = d.to(tl.int64)
+        rows = tl.arange(0, CHUNK)
+        kk = tl.load(k_ptr + d64, mask=dmask, other=1.0)
+        mm = tl.load(m_ptr + d64, mask=dmask, other=1.0)
+        CT: tl.constexpr = kk.dtype
+        dtv = _load_channel(dt_ptr, d64, dmask, dt_sd, CT, DT_PC)
+        gmv = _load_channel(gm_ptr, d64, dmask, gm_sd, CT, GM_PC)
+        go = (pid_b * D + d64) * 2
+        gend1 = tl.load(gend_ptr + go, mask=dmask, other=0.0).to(CT)
+        gend2 = tl.load(gend_ptr + go + 1, mask=dmask, other=0.0).to(CT)
+        one = tl.full((BLOCK_D,), 1.0, CT)
+        zero = tl.zeros((BLOCK_D,), CT)
+        s11, s12, s21, s22, w1, w2 = one, zero, zero, one, zero, zero
+        c_lo = pid_s * (SEG_LEN // CHUNK)
+        c_hi = tl.minimum(c_lo + SEG_LEN // CHUNK, tl.cdiv(L, CHUNK))
+        for i in range(0, c_hi - c_lo):
+            t0 = (c_hi - 1 - i) * CHUNK
+            r11, r12, r21, r22, l1r, l2r = _adjoint_chunk(
+                gqp_ptr, dt_ptr, gm_ptr, gend1, gend2, kk[None, :], mm[None, :], dtv, gmv,
+                pid_b, t0, d64, dmask, L, D, dt_sb, dt_st, dt_sd, gm_sb, gm_st, gm_sd,
+                CHUNK, CT, DT_PC, GM_PC,
+            )  # fmt: skip
+            s11, s12, s21, s22, w1, w2 = _compose(
+                s11, s12, s21, s22, w1, w2,
+                _last_row(r11, rows, CHUNK), _last_row(r12, rows, CHUNK),
+                _last_row(r21, rows, CHUNK), _last_row(r22, rows, CHUNK),
+                _last_row(l1r, rows, CHUNK), _last_row(l2r, rows, CHUNK),
+            )  # fmt: skip
+        so = ((pid_b * NSEG + pid_s) * D + d64) * 6
+        tl.store(summ_ptr + so, s11, mask=dmask)
+        tl.store(summ_ptr + so + 1, s12, mask=dmask)
+        tl.store(summ_ptr + so + 2, s21, mask=dmask)
+        tl.store(summ_ptr + so + 3, s22, mask=dmask)
+        tl.store(summ_ptr + so + 4, w1, mask=dmask)
+        tl.store(summ_ptr + so + 5, w2, mask=dmask)
+
+    @triton.jit
     def _bwd_kernel(
-        f_ptr, dt_ptr, gm_ptr, k_ptr, m_ptr, bnd_ptr, gqp_ptr, gend_ptr,  # inputs
+        f_ptr, dt_ptr, gm_ptr, k_ptr, m_ptr, bnd_ptr, gqp_ptr, gend_ptr, lam_ptr,  # inputs
         df_ptr, ddt_ptr, dgm_ptr, dk_ptr, dm_ptr, ds0_ptr,  # outputs
-        L, D, NCHUNK,
+        L, D, NCHUNK, SEG_LEN, NSEG,
         dt_sb, dt_st, dt_sd, gm_sb, gm_st, gm_sd,
         CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, DT_PC: tl.constexpr, GM_PC: tl.constexpr,
     ):  # fmt: skip
         """Reverse-time adjoint scan; states recomputed per chunk from the saved boundaries.
 
-        ddt/dgm are (B, L, D) per step when selective, else (B, D) partial sums (as dk, dm).
+        One program per (batch, channel block, segment); ``lam_ptr`` (B, NSEG, D, 2) holds the
+        adjoint entering each segment from its right (zeros for the last one). ddt/dgm are
+        (B, L, D) per step when selective, else (B, NSEG, D) partial sums (as dk, dm).
         """
         pid_b = tl.program_id(0).to(tl.int64)
         pid_d = tl.program_id(1)
+        pid_s = tl.program_id(2)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         dmask = d < D
         d64 = d.to(tl.int64)
         rows = tl.arange(0, CHUNK)
-        rrows = CHUNK - 1 - rows  # row r of a reversed tile holds time t0 + CHUNK - 1 - r
         kk = tl.load(k_ptr + d64, mask=dmask, other=1.0)
         mm = tl.load(m_ptr + d64, mask=dmask, other=1.0)
         CT: tl.constexpr = kk.dtype
@@ -274,14 +360,17 @@ if HAS_TRITON:
         go = (pid_b * D + d64) * 2
         gend1 = tl.load(gend_ptr + go, mask=dmask, other=0.0).to(CT)
         gend2 = tl.load(gend_ptr + go + 1, mask=dmask, other=0.0).to(CT)
-        lam1 = tl.zeros((BLOCK_D,), CT)  # λ at the first step of the chunk processed last
-        lam2 = tl.zeros((BLOCK_D,), CT)
+        lo = ((pid_b * NSEG + pid_s) * D + d64) * 2
+        lam1 = tl.load(lam_ptr + lo, mask=dmask, other=0.0)  # λ at the first step after the
+        lam2 = tl.load(lam_ptr + lo + 1, mask=dmask, other=0.0)  # chunk processed next
         acc_k = tl.zeros((BLOCK_D,), CT)
         acc_m = tl.zeros((BLOCK_D,), CT)
         acc_dt = tl.zeros((BLOCK_D,), CT)
         acc_gm = tl.zeros((BLOCK_D,), CT)
-        for i in range(0, NCHUNK):
-            c = NCHUNK - 1 - i
+        c_lo = pid_s * (SEG_LEN // CHUNK)
+        c_hi = tl.minimum(c_lo + SEG_LEN // CHUNK, NCHUNK)
+        for i in range(0, c_hi - c_lo):
+            c = c_hi - 1 - i
             t0 = c * CHUNK
             # 1. states s_{t-1} on the forward-ordered tile: scan the maps at t-1 from the
             #    saved chunk-start state (row 0 holds the identity, so it yields s_{t0-1}).
@@ -303,23 +392,11 @@ if HAS_TRITON:
             sq = p11 * q0 + p12 * p0 + u1  # q_{t-1}
             sp = p21 * q0 + p22 * p0 + u2  # p_{t-1}
             # 2. adjoint on a row-reversed tile: λ_t = A_{t+1}ᵀ λ_{t+1} + g_t, carry λ_{t0+CHUNK}.
-            tr = t0 + rrows
-            rmsk = (tr < L)[:, None] & dmask[None, :]
-            offr = (pid_b * L + tr[:, None]) * D + d64[None, :]
-            gq = tl.load(gqp_ptr + offr * 2, mask=rmsk, other=0.0).to(CT)
-            gp = tl.load(gqp_ptr + offr * 2 + 1, mask=rmsk, other=0.0).to(CT)
-            is_last = (tr == L - 1)[:, None]
-            gq = gq + tl.where(is_last, gend1[None, :], 0.0)
-            gp = gp + tl.where(is_last, gend2[None, :], 0.0)
-            nmsk = (tr + 1 < L)[:, None] & dmask[None, :]
-            dtn = _load_param(dt_ptr, pid_b, tr + 1, d64, nmsk, dt_sb, dt_st, dt_sd, dtv, CT, DT_PC)
-            gmn = _load_param(gm_ptr, pid_b, tr + 1, d64, nmsk, gm_sb, gm_st, gm_sd, gmv, CT, GM_PC)
-            n11, n12, n21, n22, _nb1, _nb2 = _transition(dtn, gmn, k2, m2)
-            r11, r12, r21, r22, l1r, l2r = tl.associative_scan(
-                (n11, n21, n12, n22, gq, gp),
-                0,
-                _compose,  # transposed: (A11, A21, A12, A22)
-            )
+            r11, r12, r21, r22, l1r, l2r = _adjoint_chunk(
+                gqp_ptr, dt_ptr, gm_ptr, gend1, gend2, k2, m2, dtv, gmv,
+                pid_b, t0, d64, dmask, L, D, dt_sb, dt_st, dt_sd, gm_sb, gm_st, gm_sd,
+                CHUNK, CT, DT_PC, GM_PC,
+            )  # fmt: skip
             l1r = r11 * lam1[None, :] + r12 * lam2[None, :] + l1r
             l2r = r21 * lam1[None, :] + r22 * lam2[None, :] + l2r
             lam1 = _last_row(l1r, rows, CHUNK)  # λ_{t0}, the carry for chunk c - 1
@@ -360,7 +437,7 @@ if HAS_TRITON:
                 acc_gm += tl.sum(tl.where(msk, g_gm, 0.0), axis=0)
             else:
                 tl.store(dgm_ptr + off, g_gm.to(dgm_ptr.dtype.element_ty), mask=msk)
-        # ∂L/∂s_{-1} = A_0ᵀ λ_0.
+        # ∂L/∂s_{-1} = A_0ᵀ λ_0 (segment 0 only).
         if DT_PC:
             dt0 = dtv
         else:
@@ -370,9 +447,10 @@ if HAS_TRITON:
         else:
             gm0 = tl.load(gm_ptr + pid_b * gm_sb + d64 * gm_sd, mask=dmask, other=0.0).to(CT)
         a11, a12, a21, a22, _b1, _b2 = _transition(dt0, gm0, kk, mm)
-        tl.store(ds0_ptr + go, a11 * lam1 + a21 * lam2, mask=dmask)
-        tl.store(ds0_ptr + go + 1, a12 * lam1 + a22 * lam2, mask=dmask)
-        po = pid_b * D + d64
+        first = dmask & ((d * 0 + pid_s) == 0)
+        tl.store(ds0_ptr + go, a11 * lam1 + a21 * lam2, mask=first)
+        tl.store(ds0_ptr + go + 1, a12 * lam1 + a22 * lam2, mask=first)
+        po = (pid_b * NSEG + pid_s) * D + d64
         tl.store(dk_ptr + po, acc_k, mask=dmask)
         tl.store(dm_ptr + po, acc_m, mask=dmask)
         if DT_PC:
@@ -442,13 +520,15 @@ def _forward(f, dt_v, dt_s, dt_pc, gm_v, gm_s, gm_pc, k, m, s0, plan, out_dtype,
     if plan.n_seg == 1:
         start = s0
     else:
-        summ = torch.empty(B, plan.n_seg, D, 6, device=dev, dtype=ct)
+        summ = torch.zeros(B, plan.n_seg, D, 6, device=dev, dtype=ct)  # last one unused
         _seg_summary_kernel[(B, plan.n_dblk, plan.n_seg - 1)](
             f, dt_v, gm_v, k, m, summ, L, D, plan.seg_len, plan.n_seg, *dt_s, *gm_s,
             num_warps=_NUM_WARPS, **common,
         )  # fmt: skip
         start = torch.empty(B, plan.n_seg, D, 2, device=dev, dtype=ct)
-        _seg_carry_kernel[(B, plan.n_dblk)](s0, summ, start, D, plan.n_seg, BLOCK_D=BD)
+        _seg_carry_kernel[(B, plan.n_dblk)](
+            s0, summ, start, D, plan.n_seg, BLOCK_D=BD, REVERSE=False
+        )
     _fwd_kernel[(B, plan.n_dblk, plan.n_seg)](
         f, dt_v, gm_v, k, m, start, qp, bnd, end, L, D, plan.seg_len, plan.n_seg, plan.n_chunk,
         *dt_s, *gm_s, STORE_BND=save_bnd, num_warps=_NUM_WARPS, **common,
@@ -500,34 +580,46 @@ class _ScanTritonFn(torch.autograd.Function):
         dev = fc.device
         g_qp = g_qp.contiguous()
         g_final = g_final.to(ct).contiguous()
+        S = plan.n_seg
         df = torch.empty(B, L, D, device=dev, dtype=ct)
-        ddt = torch.empty((B, D) if dt_pc else (B, L, D), device=dev, dtype=ct)
-        dgm = torch.empty((B, D) if gm_pc else (B, L, D), device=dev, dtype=ct)
-        dk = torch.empty(B, D, device=dev, dtype=ct)
-        dm = torch.empty(B, D, device=dev, dtype=ct)
+        ddt = torch.empty((B, S, D) if dt_pc else (B, L, D), device=dev, dtype=ct)
+        dgm = torch.empty((B, S, D) if gm_pc else (B, L, D), device=dev, dtype=ct)
+        dk = torch.empty(B, S, D, device=dev, dtype=ct)
+        dm = torch.empty(B, S, D, device=dev, dtype=ct)
         ds0 = torch.empty(B, D, 2, device=dev, dtype=ct)
         if L == 0:
             ddt.zero_(), dgm.zero_(), dk.zero_(), dm.zero_()
             ds0.copy_(g_final)
         else:
-            _bwd_kernel[(B, plan.n_dblk)](
-                fc, dt_v, gm_v, kc, mc, bnd, g_qp, g_final,
+            grid = (B, plan.n_dblk)
+            common = dict(CHUNK=plan.chunk, BLOCK_D=plan.block_d, DT_PC=dt_pc, GM_PC=gm_pc)
+            lam = torch.zeros(B, S, D, 2, device=dev, dtype=ct)
+            if S > 1:
+                summ = torch.zeros(B, S, D, 6, device=dev, dtype=ct)  # segment 0's unused
+                _bwd_summary_kernel[(*grid, S - 1)](
+                    g_qp, g_final, dt_v, gm_v, kc, mc, summ, L, D, plan.seg_len, S,
+                    *dt_s, *gm_s, num_warps=_NUM_WARPS, **common,
+                )  # fmt: skip
+                _seg_carry_kernel[grid](
+                    torch.zeros_like(ds0), summ, lam, D, S, BLOCK_D=plan.block_d, REVERSE=True
+                )
+            _bwd_kernel[(*grid, S)](
+                fc, dt_v, gm_v, kc, mc, bnd, g_qp, g_final, lam,
                 df, ddt, dgm, dk, dm, ds0,
-                L, D, plan.n_chunk, *dt_s, *gm_s,
-                CHUNK=plan.chunk, BLOCK_D=plan.block_d, DT_PC=dt_pc, GM_PC=gm_pc,
-                num_warps=_NUM_WARPS_BWD,
+                L, D, plan.n_chunk, plan.seg_len, S, *dt_s, *gm_s,
+                num_warps=_NUM_WARPS_BWD, **common,
             )  # fmt: skip
         f_dt, dt_dt, gm_dt, k_dt, m_dt, s_dt = ctx.dtypes
         if dt_pc:
-            ddt = ddt.sum(0).view(1, 1, D)
+            ddt = ddt.sum((0, 1)).view(1, 1, D)
         if gm_pc:
-            dgm = dgm.sum(0).view(1, 1, D)
+            dgm = dgm.sum((0, 1)).view(1, 1, D)
         grads = (
             df.to(f_dt),
             ddt.sum_to_size(dt_shape).to(dt_dt),
             dgm.sum_to_size(gm_shape).to(gm_dt),
-            dk.sum(0).to(k_dt),
-            dm.sum(0).to(m_dt),
+            dk.sum((0, 1)).to(k_dt),
+            dm.sum((0, 1)).to(m_dt),
             None if no_state else ds0.to(s_dt),
         )
         return (*grads, None, None, None, None)
