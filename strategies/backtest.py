@@ -139,7 +139,11 @@ def _check_bars(frame: pl.DataFrame, instrument_id: str, where: str) -> pl.DataF
     except ValueError as err:
         raise BacktestInputError(f"{err} (BARS schema)") from err
     if "instrument_id" in frame.columns:
+        have = sorted(map(str, frame.get_column("instrument_id").unique().to_list()))
         frame = frame.filter(pl.col("instrument_id") == instrument_id)
+        if frame.is_empty() and have:
+            message = f"{where}: bars are for {have}, not for instrument {instrument_id}"
+            raise BacktestInputError(message)
     if frame.is_empty():
         raise BacktestInputError(f"{where}: no bars for instrument {instrument_id}")
     return frame.sort("ts_event").unique("ts_event", keep="last", maintain_order=True)

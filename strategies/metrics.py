@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy import stats
+from scipy.special import ndtr, ndtri  # normal cdf and its inverse (scipy.stats is slow to import)
 
 EULER_GAMMA = 0.5772156649015329
 _BOOT_CELLS = 4_000_000  # resampled cells held in memory at once
@@ -101,11 +101,13 @@ def _psr_rows(r: np.ndarray, benchmark: float | np.ndarray = 0.0) -> np.ndarray:
     sr, skew, kurt = _moments(r)
     n = r.shape[1]
     denom = np.sqrt(np.maximum(1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2, 1e-12))
-    return stats.norm.cdf((sr - benchmark) * math.sqrt(max(n - 1, 1)) / denom)
+    return ndtr((sr - benchmark) * math.sqrt(max(n - 1, 1)) / denom)
 
 
 def _auc_rows(score: np.ndarray, label: np.ndarray) -> np.ndarray:
-    ranks = stats.rankdata(score, axis=1)
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score, axis=1)
     n_pos = label.sum(axis=1)
     n_neg = label.shape[1] - n_pos
     rank_sum = (ranks * label).sum(axis=1)
@@ -166,8 +168,8 @@ def expected_max_sharpe(n_trials: int, variance: float) -> float:
     """Return the expected maximum per-bar Sharpe of ``n_trials`` null trials."""
     if n_trials <= 1:
         return 0.0
-    a = stats.norm.ppf(1.0 - 1.0 / n_trials)
-    b = stats.norm.ppf(1.0 - 1.0 / (n_trials * math.e))
+    a = float(ndtri(1.0 - 1.0 / n_trials))
+    b = float(ndtri(1.0 - 1.0 / (n_trials * math.e)))
     return math.sqrt(max(variance, 0.0)) * ((1.0 - EULER_GAMMA) * a + EULER_GAMMA * b)
 
 

@@ -18,15 +18,15 @@ Regime families (one label column each, null where undefined, e.g. during warm-u
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import polars as pl
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+from strategies.metrics import scorecard
 
-from strategies.metrics import scorecard  # noqa: E402
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
 
 FAMILIES = ("volatility", "trend", "session", "energy")
 
@@ -74,8 +74,8 @@ def label_regimes(
         .otherwise(pl.lit("asia"))
         .alias("session"),
     )
-    vol = frame.get_column("_vol").fill_nan(None)
-    edges = vol.drop_nulls().quantile(1 / 3), vol.drop_nulls().quantile(2 / 3)
+    vol = frame.get_column("_vol").fill_nan(None).drop_nulls()
+    edges = (vol.quantile(1 / 3), vol.quantile(2 / 3)) if len(vol) else (np.inf, np.inf)
     frame = frame.with_columns(
         pl.when(pl.col("_vol").is_null() | pl.col("_vol").is_nan())
         .then(None)
@@ -203,6 +203,11 @@ def plot_robustness(
     title: str = "",
 ) -> plt.Figure:
     """Return a figure: Sharpe with its bootstrap interval per regime and per fold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     families = {**by_regime, "fold": by_fold}
     families = {k: v for k, v in families.items() if v}
     fig, axes = plt.subplots(
