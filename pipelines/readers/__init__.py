@@ -95,7 +95,7 @@ def read(
         raise PipelineError(f"table= applies only to fmt='databento', not {fmt!r}", path=path)
     if column_map is not None and fmt not in {"csv", "csv-bars"}:
         raise PipelineError(f"column_map applies only to csv formats, not {fmt!r}", path=path)
-    if fmt in {"csv", "csv-bars"} and column_map is None and fmt == "csv":
+    if fmt == "csv" and column_map is None:
         raise PipelineError("fmt='csv' needs a column_map", path=path)
     if not Path(path).exists():
         raise PipelineError("file not found", path=path)

@@ -27,7 +27,7 @@ class Parsed:
     """Typed columns of the good lines, and the bad lines, of one delimited text."""
 
     frame: pl.DataFrame  # the declared columns, then source_line (Int64, 1-based physical line)
-    rejects: pl.DataFrame  # source_line, raw, reason
+    rejects: pl.DataFrame  # source_line, raw, reason (and ts_event where known)
     rows_in: int  # data lines, header and blank lines excluded
 
 
@@ -171,16 +171,19 @@ def split_invalid(
     """
     flagged = frame.with_columns(invalid.fill_null(True).alias("_invalid"))
     if not flagged.select(pl.col("_invalid").any()).item():
-        return frame, parsed.rejects
+        return frame, parsed.rejects.with_columns(pl.lit(None, pl.Int64).alias("ts_event"))
     bad = flagged.filter(pl.col("_invalid"))
     reason_expr = pl.lit(reason) if isinstance(reason, str) else reason
     bad = bad.select(
         "source_line",
+        pl.col("ts_event")
+        if "ts_event" in bad.columns
+        else pl.lit(None, pl.Int64).alias("ts_event"),
         pl.Series("raw", raw_lines(data, bad["source_line"].to_list()), dtype=pl.String),
         reason_expr.cast(pl.String).alias("reason"),
     )
     kept = flagged.filter(~pl.col("_invalid")).drop("_invalid")
-    return kept, pl.concat([parsed.rejects, bad]).sort("source_line")
+    return kept, pl.concat([parsed.rejects, bad], how="diagonal_relaxed").sort("source_line")
 
 
 def require_some_rows(parsed: Parsed, label: str, *, fmt: str) -> None:

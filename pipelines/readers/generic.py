@@ -112,7 +112,7 @@ def read_generic(
             dtypes[source] = pl.Int64 if target == "tick_count" else pl.Float64
     required = [mapping["ts_event"], *_required_prices(mapping, table)]
     if is_parquet:
-        parsed, data = _parse_parquet(path, dtypes, required), None
+        (parsed, raw_rows), data = _parse_parquet(path, dtypes, required), None
     else:
         parsed = parse_delimited(
             data,
@@ -136,7 +136,7 @@ def read_generic(
         frame = frame.with_columns(ts_event.alias("ts_event"), unparsed.alias("_unparsed"))
     invalid = pl.col("ts_event").is_null()
     if data is None:
-        frame, rejects = _split_parquet(parsed, frame, invalid)
+        frame, rejects = _split_parquet(parsed, frame, invalid, raw_rows)
     else:
         frame, rejects = split_invalid(
             parsed, frame, data=data, invalid=invalid, reason=time_reject_reason()
@@ -227,13 +227,16 @@ def _required_prices(mapping: dict[str, str], table: str) -> list[str]:
     return [mapping[f] for f in BAR_FIELDS[:12] if f in mapping]
 
 
-def _parse_parquet(path: Path, dtypes: dict[str, pl.DataType], required: list[str]) -> Parsed:
+def _parse_parquet(
+    path: Path, dtypes: dict[str, pl.DataType], required: list[str]
+) -> tuple[Parsed, pl.DataFrame]:
     try:
         raw = pl.read_parquet(path)
     except (pl.exceptions.ComputeError, OSError) as err:
         raise PipelineError(f"not a readable Parquet file ({err})", path=path) from err
     raw = raw.with_row_index("source_line", offset=1).with_columns(
-        pl.col("source_line").cast(pl.Int64)
+        pl.col("source_line").cast(pl.Int64),
+        *(_datetime_as_text(name, dtype) for name, dtype in raw.schema.items()),
     )
     cast = raw.with_columns(
         pl.col(name).cast(dtype, strict=False)
@@ -250,29 +253,38 @@ def _parse_parquet(path: Path, dtypes: dict[str, pl.DataType], required: list[st
     )
     flagged = cast.with_columns(bad.alias("_bad"))
     rows = raw.filter(flagged["_bad"])
-    rejects = reject_frame(
-        rows["source_line"].to_list(),
-        rows.select(pl.struct(pl.exclude("source_line")).struct.json_encode())
-        .to_series()
-        .to_list(),
-        "malformed_line",
-    )
+    rejects = reject_frame(rows["source_line"].to_list(), _render(rows), "malformed_line")
     good = flagged.filter(~pl.col("_bad")).drop("_bad")
-    return Parsed(frame=good, rejects=rejects, rows_in=raw.height)
+    return Parsed(frame=good, rejects=rejects, rows_in=raw.height), raw
 
 
-def _split_parquet(parsed: Parsed, frame: pl.DataFrame, invalid: pl.Expr):
+def _render(rows: pl.DataFrame) -> list[str]:
+    """Return each Parquet row as JSON text (the ``raw`` of a rejected row)."""
+    columns = pl.exclude("source_line").cast(pl.String)
+    return rows.select(pl.struct(columns).struct.json_encode()).to_series().to_list()
+
+
+def _datetime_as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Render a Parquet Datetime column as ISO text (with its offset when zone-aware)."""
+    if not isinstance(dtype, pl.Datetime):
+        return pl.col(name)
+    if dtype.time_zone is None:
+        return pl.col(name).dt.to_string("%Y-%m-%d %H:%M:%S%.f")
+    return pl.col(name).dt.convert_time_zone("UTC").dt.to_string("%Y-%m-%d %H:%M:%S%.f+00:00")
+
+
+def _split_parquet(parsed: Parsed, frame: pl.DataFrame, invalid: pl.Expr, raw: pl.DataFrame):
     flagged = frame.with_columns(invalid.fill_null(True).alias("_invalid"))
     bad = flagged.filter(pl.col("_invalid"))
+    rows = raw.join(bad.select("source_line"), on="source_line", how="semi")
     rejects = pl.concat(
         [
             parsed.rejects,
-            bad.select(
-                "source_line",
-                pl.col("ts_event").cast(pl.String).fill_null("").alias("raw"),
-                time_reject_reason().alias("reason"),
+            bad.select("source_line", time_reject_reason().alias("reason")).with_columns(
+                pl.Series("raw", _render(rows), dtype=pl.String)
             ),
-        ]
+        ],
+        how="diagonal_relaxed",
     )
     return flagged.filter(~pl.col("_invalid")).drop("_invalid"), rejects
 

@@ -97,7 +97,7 @@ def read_lean_bars(
         frame,
         instrument_id=spec.instrument_id,
         source_file=pl.col("source_file"),
-        rejects=pl.concat(rejects),
+        rejects=pl.concat(rejects, how="diagonal_relaxed"),
         rows_in=rows_in,
         skipped=skipped,
     )

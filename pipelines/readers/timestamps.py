@@ -103,7 +103,10 @@ def text_to_utc_ns(text: pl.Expr, tz: str, fmt: str | None = None) -> tuple[pl.E
     ``unparsed`` is true where the text did not parse, so a null ``ts_event`` with
     ``unparsed`` false is a local time that does not exist.
     """
-    aware = text.str.contains(r"(Z|[+-]\d{2}:?\d{2})$")
+    if fmt is None:
+        aware = text.str.contains(r"(Z|[+-]\d{2}:?\d{2})$")
+    else:  # with an explicit layout only an offset directive makes a stamp exact
+        aware = pl.lit(any(d in fmt for d in ("%z", "%:z", "%#z", "%Z")))
     aware_ns = (
         pl.when(aware)
         .then(text)

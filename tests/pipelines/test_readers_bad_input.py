@@ -235,6 +235,7 @@ def test_lean_gold_trades_suspicious_flag_is_quarantined(tmp_path):
     frame, rejects = collect(read(path, fmt="lean", spec=GC))
     assert frame["size"].to_list() == [1.0, 3.0]
     assert rejects["reason"].to_list() == ["vendor_suspicious"]
+    assert rejects["ts_event"].to_list() == [ns("2013-10-07T04:01:03.483")]  # parsed, kept
     assert frame["ts_event"][0] == ns("2013-10-07T04:01:03.482")  # futures data is UTC
 
 
@@ -330,3 +331,18 @@ def test_histdata_m1_bars_are_minus_five_minute_bars(tmp_path):
     assert (frame["ts_close"] - frame["ts_event"]).to_list() == [60_000_000_000] * 2
     assert frame["close"].to_list() == frame["bid_close"].to_list() == [1.1214, 1.12135]
     assert rejects["source_line"].to_list() == [3]
+
+
+def test_generic_parquet_datetime_columns_keep_their_instant(tmp_path):
+    stamps = pl.Series([datetime(2014, 11, 2, 1, 30), datetime(2014, 11, 2, 3, 0)])
+    frame = pl.DataFrame({"ny": stamps, "bid": [1.1, 1.2], "ask": [1.2, 1.3]})
+    aware = frame.with_columns(
+        pl.col("ny").dt.replace_time_zone("America/New_York", ambiguous="earliest")
+    )
+    column_map = {"ts_event": "ny", "bid_price": "bid", "ask_price": "ask"}
+    expected = [ns("2014-11-02T05:30:00"), ns("2014-11-02T08:00:00")]
+    for name, data, tz in [("naive", frame, "America/New_York"), ("aware", aware, None)]:
+        path = tmp_path / f"{name}.parquet"
+        data.write_parquet(path)
+        result = read(path, fmt="csv", spec=EURUSD, column_map=column_map, tz=tz)
+        assert collect(result)[0]["ts_event"].to_list() == expected, name
