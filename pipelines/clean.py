@@ -67,6 +67,7 @@ All of this assumes one instrument per frame (the spec is that instrument's).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -135,7 +136,9 @@ def _bad_size(sizes: list[str]) -> pl.Expr:
 def _out_of_order() -> pl.Expr:
     """True where ``ts_event`` is before the running max of earlier rows of the same file."""
     previous_max = pl.col("ts_event").cum_max().shift(1).forward_fill()
-    return (pl.col("ts_event") < previous_max).over("source_file").fill_null(False)
+    # files arrive one after another: a run of equal source_file values is one file
+    file_run = pl.col("source_file").rle_id()
+    return (pl.col("ts_event") < previous_max).over(file_run).fill_null(False)
 
 
 def row_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
@@ -189,19 +192,14 @@ def duplicate_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
     ts = pl.col("ts_event")
     tie = (ts == ts.shift(1)).fill_null(False) | (ts == ts.shift(-1)).fill_null(False)
     key = pl.struct(["ts_event", *VALUE_COLUMNS[table]])
-    # rows without a tie are first copies by construction; is_first_distinct is evaluated over
-    # the tie rows only (a filtered sub-frame), which keeps the hashing off the fast path
-    with_row = lf.with_row_index(_ROW)
-    ties = (
-        with_row.filter(tie)
-        .filter(~key.is_first_distinct())
-        .select(pl.col(_ROW), pl.lit(True).alias("_dup"))
-    )
-    joined = with_row.join(ties, on=_ROW, how="left", maintain_order="left")
-    reason = pl.when(pl.col("_dup").fill_null(False)).then(pl.lit("duplicate"))
+    # only rows that share their timestamp with a neighbour can repeat an earlier row; the
+    # value-by-value test (hashing) runs on that short sub-column and is scattered back by row
+    row = pl.int_range(pl.len(), dtype=pl.UInt32)
+    repeats = row.filter(tie).filter(~key.filter(tie).is_first_distinct())
+    reason = pl.when(row.is_in(repeats.implode())).then(pl.lit("duplicate"))
     if _REASON in lf.collect_schema():
         reason = pl.coalesce(pl.col(_REASON), reason)
-    return joined.with_columns(reason.alias(_REASON)).drop(_ROW, "_dup")
+    return lf.with_columns(reason.alias(_REASON))
 
 
 def quote_policy_reasons(lf: pl.LazyFrame, *, spec: InstrumentSpec) -> pl.LazyFrame:
@@ -238,6 +236,7 @@ def spike_reasons(
     mad_multiple: float,
     threshold: float,
     center: bool = True,
+    checkpoint: Callable[[pl.LazyFrame], pl.LazyFrame] = lambda lf: lf,
 ) -> pl.LazyFrame:
     """Set ``_reason = "spike"`` where ``value`` leaves its rolling median (Hampel filter).
 
@@ -259,7 +258,7 @@ def spike_reasons(
     left = window // 2 if center else window - 1
     right = window - 1 - left
     x = value.alias("_x")
-    base = lf.with_row_index(_ROW).with_columns(x)
+    base = checkpoint(lf.with_row_index(_ROW).with_columns(x))
     window_range = pl.col("_x").rolling_max(window, min_samples=1, center=center) - pl.col(
         "_x"
     ).rolling_min(window, min_samples=1, center=center)
@@ -309,7 +308,19 @@ def to_quarantine(lf: pl.LazyFrame, *, table: str, reason: str = _REASON) -> pl.
     )
 
 
-def clean(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec, center: bool = True) -> Cleaned:
+def cache(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Default checkpoint: let Polars compute a shared sub-plan once per collect."""
+    return lf.cache()
+
+
+def clean(
+    lf: pl.LazyFrame,
+    *,
+    table: str,
+    spec: InstrumentSpec,
+    center: bool = True,
+    checkpoint: Callable[[pl.LazyFrame], pl.LazyFrame] = cache,
+) -> Cleaned:
     """Split a batch into kept, rejected and flagged rows (see the module docstring for rules).
 
     Parameters
@@ -322,6 +333,11 @@ def clean(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec, center: bool = 
         Cleaning policy and price increment.
     center : bool
         Centered (default) or trailing spike window.
+    checkpoint : callable
+        Applied where the plan branches (rows are split between kept and rejected). The default
+        marks a shared sub-plan (``LazyFrame.cache``) and keeps everything lazy; a runner that
+        wants the fastest single pass (``pipelines.ingest``) passes one that materializes,
+        ``lambda lf: lf.collect().lazy()``. This module itself never collects.
 
     Returns
     -------
@@ -332,7 +348,7 @@ def clean(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec, center: bool = 
     if table not in SCHEMAS:
         message = f"cannot clean table '{table}' (expected one of {sorted(SCHEMAS)})"
         raise ValueError(message)
-    frame = row_reasons(with_lineage(lf, table), table=table).cache()
+    frame = checkpoint(row_reasons(with_lineage(lf, table), table=table))
     early_rejects = frame.filter(pl.col(_REASON).is_not_null())
     survivors = frame.filter(pl.col(_REASON).is_null()).sort("ts_event", maintain_order=True)
     survivors = duplicate_reasons(survivors, table=table)
@@ -340,7 +356,7 @@ def clean(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec, center: bool = 
         survivors = quote_policy_reasons(survivors, spec=spec)
     else:
         survivors = survivors.with_columns(pl.lit(None, pl.String).alias(_FLAG))
-    survivors = survivors.cache()
+    survivors = checkpoint(survivors)
     late_rejects = survivors.filter(pl.col(_REASON).is_not_null())
     candidates = survivors.filter(pl.col(_REASON).is_null())
     if table in ("quotes", "trades"):
@@ -356,8 +372,9 @@ def clean(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec, center: bool = 
             mad_multiple=spec.cleaning.spike_mad_multiple,
             threshold=spec.cleaning.spike_threshold_increments * spec.price_increment,
             center=center,
+            checkpoint=checkpoint,
         )
-    candidates = candidates.cache()
+    candidates = checkpoint(candidates)
     spikes = candidates.filter(pl.col(_REASON).is_not_null())
     kept = candidates.filter(pl.col(_REASON).is_null())
     rejected = pl.concat(

@@ -43,6 +43,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -59,6 +60,7 @@ STAGING = "_staging"
 REPORTS = "_reports"
 JOURNAL = "COMMIT.json"
 COMPRESSION = "lz4"
+WRITE_THREADS = max(1, min(4, os.cpu_count() or 1))
 # Test hook: "stage:SECONDS" or "apply:SECONDS" sleeps between partitions in that phase, so a
 # test can kill a writer mid-transaction.
 PAUSE_ENV = "HAMFIN_STORE_TEST_PAUSE"
@@ -409,35 +411,42 @@ class Transaction:
         if df.height == 0:
             self.summaries.append(summary)
             return summary
-        day = pl.col("ts_event") // NS_PER_DAY
-        dates = (
-            pl.when(pl.col("ts_event").is_null())
-            .then(pl.lit(NO_DATE))
-            .otherwise(pl.from_epoch(day, time_unit="d").dt.strftime("%Y-%m-%d"))
+        # partition on the integer UTC day; only the distinct keys are formatted as dates
+        groups = df.with_columns((pl.col("ts_event") // NS_PER_DAY).alias("_day")).partition_by(
+            "_day", as_dict=True, maintain_order=True, include_key=False
         )
-        groups = df.with_columns(dates.alias("_date")).partition_by(
-            "_date", as_dict=True, maintain_order=True, include_key=False
-        )
-        for (date_text,), part in sorted(groups.items()):
+        jobs = []
+        for (day,), part in sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0])):
+            date_text = NO_DATE if day is None else ns_to_date(day * NS_PER_DAY)
             key = (table, instrument_id, date_text)
             folder = base / f"date={date_text}"
             staged = self._staged.get(key)
-            if staged is not None:
-                old = pl.read_parquet(staged)
-            else:
+            if staged is None:
                 committed = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
                 self._remove[key] = committed
-                old = pl.read_parquet(committed) if committed else None
-            merged, new_rows = _merge(old, part, table)
+                sources = committed
+            else:
+                sources = [staged]
             target = self.dir / base.relative_to(store.root) / f"date={date_text}"
             target.mkdir(parents=True, exist_ok=True)
-            path = target / self._part_name()
+            jobs.append((key, sources, part, target / self._part_name()))
+
+        def stage(job: tuple) -> int:
+            key, sources, part, path = job
+            old = pl.read_parquet(sources) if sources else None
+            merged, new_rows = _merge(old, part, table)
             merged.write_parquet(path, compression=COMPRESSION, statistics=True)
             _fsync_path(path)
+            _pause("stage")
+            return new_rows
+
+        # partitions are independent files: write them on a few threads (Polars releases the GIL)
+        with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+            fresh = list(pool.map(stage, jobs))
+        for (key, _, _, path), new_rows in zip(jobs, fresh):
             self._staged[key] = path
             summary.rows_new += new_rows
-            summary.partitions.append(date_text)
-            _pause("stage")
+            summary.partitions.append(key[2])
         self.summaries.append(summary)
         return summary
 
