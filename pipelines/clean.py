@@ -24,6 +24,12 @@ Rules, in priority order (a row gets the first reason that applies)
     ``aggressor_side`` not null and not one of ``B``, ``S``, ``N``.
 ``inconsistent_ohlc`` (bars)
     ``high < low`` or open/close outside ``[low, high]``.
+``crossed_quote`` (quotes, policy ``spec.cleaning.crossed_quotes``)
+    ``bid - ask >= 0.5 * price_increment`` (bid above ask by at least half an increment).
+``locked_quote`` (quotes, policy ``spec.cleaning.locked_quotes``)
+    ``|ask - bid| < 0.5 * price_increment``.
+``wide_spread`` (quotes)
+    ``ask - bid > max_spread_increments * price_increment``.
 ``out_of_order``
     ``ts_event`` is earlier than the latest ``ts_event`` of any *earlier line of the same
     source file* (file order; equal timestamps are in order). Rows are compared with every
@@ -32,13 +38,7 @@ Rules, in priority order (a row gets the first reason that applies)
     the same ``ts_event`` and the same values (every non-lineage column, nulls equal) as an
     earlier surviving row of the whole batch (file order, then line order); the first copy is
     kept. Checked after ``out_of_order``, so a repeat that also goes back in time is
-    ``out_of_order``.
-``crossed_quote`` (quotes, policy ``spec.cleaning.crossed_quotes``)
-    ``bid - ask >= 0.5 * price_increment`` (bid above ask by at least half an increment).
-``locked_quote`` (quotes, policy ``spec.cleaning.locked_quotes``)
-    ``|ask - bid| < 0.5 * price_increment``.
-``wide_spread`` (quotes)
-    ``ask - bid > max_spread_increments * price_increment``.
+    ``out_of_order``; a dropped crossed quote is ``crossed_quote`` even when repeated.
 ``spike`` (quotes on the mid, trades on the price)
     a robust rolling (Hampel) filter over the surviving ticks, in time order. For tick ``k`` the
     window is ``spike_window`` ticks, *centered* by default (ticks ``k - W//2 .. k + W - 1 - W//2``,
@@ -141,14 +141,16 @@ def _out_of_order() -> pl.Expr:
     return (pl.col("ts_event") < previous_max).over(file_run).fill_null(False)
 
 
-def row_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
-    """Add ``_reason`` for faults visible row by row (plus ``out_of_order``), null otherwise.
+def row_reasons(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec) -> pl.LazyFrame:
+    """Add ``_reason`` for faults visible row by row (and ``out_of_order``) and ``_flag``.
 
     Parameters
     ----------
     lf : pl.LazyFrame
         The table's schema followed by LINEAGE, in file order.
     table : {"quotes", "trades", "bars"}
+    spec : InstrumentSpec
+        Quote policies (crossed, locked, maximum spread).
     """
     if table == "quotes":
         chain = _price_reasons(["bid_price", "ask_price"])
@@ -175,12 +177,18 @@ def row_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
             | (pl.col("close") < lo)
         )
         chain = chain.when(bad).then(pl.lit("inconsistent_ohlc"))
+    flag = pl.lit(None, pl.String)
+    if table == "quotes":
+        policy, flag = quote_policy(spec)
+        chain = chain.when(policy.is_not_null()).then(policy)
     reason = (
         pl.when(pl.col("ts_event").is_null())
         .then(pl.lit("missing_timestamp"))
         .otherwise(chain.when(_out_of_order()).then(pl.lit("out_of_order")))
     )
-    return lf.with_columns(reason.alias(_REASON))
+    return lf.with_columns(reason.alias(_REASON)).with_columns(
+        pl.when(pl.col(_REASON).is_null()).then(flag).alias(_FLAG)
+    )
 
 
 def duplicate_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
@@ -202,30 +210,29 @@ def duplicate_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
     return lf.with_columns(reason.alias(_REASON))
 
 
-def quote_policy_reasons(lf: pl.LazyFrame, *, spec: InstrumentSpec) -> pl.LazyFrame:
-    """Apply crossed/locked policies and the maximum spread; add ``_reason`` and ``_flag``."""
-    increment = spec.price_increment
-    spread = (pl.col("ask_price") - pl.col("bid_price")) / increment  # in increments
-    crossed = spread <= -0.5
-    locked = spread.abs() < 0.5
-    wide = spread > spec.cleaning.max_spread_increments + 1e-9
+def quote_policy(spec: InstrumentSpec) -> tuple[pl.Expr, pl.Expr]:
+    """Return ``(reason, flag)`` expressions for crossed/locked policies and the max spread.
+
+    ``reason`` is ``crossed_quote``/``locked_quote`` where the policy is ``drop``, or
+    ``wide_spread``; ``flag`` names the condition where the policy is ``flag``; both null otherwise.
+    """
+    spread = (pl.col("ask_price") - pl.col("bid_price")) / spec.price_increment  # increments
+    tests = {"crossed_quote": spread <= -0.5, "locked_quote": spread.abs() < 0.5}
     policy = {
         "crossed_quote": spec.cleaning.crossed_quotes,
         "locked_quote": spec.cleaning.locked_quotes,
     }
     reason = pl.lit(None, pl.String)
     flag = pl.lit(None, pl.String)
-    for name, test in (("crossed_quote", crossed), ("locked_quote", locked)):
+    for name, test in tests.items():
         if policy[name] == "drop":
             reason = pl.when(reason.is_null() & test).then(pl.lit(name)).otherwise(reason)
         elif policy[name] == "flag":
             flag = pl.when(flag.is_null() & test).then(pl.lit(name)).otherwise(flag)
     # a crossed quote that is kept or flagged is not also "wide": its spread is negative
+    wide = spread > spec.cleaning.max_spread_increments + 1e-9
     reason = pl.when(reason.is_null() & wide).then(pl.lit("wide_spread")).otherwise(reason)
-    if _REASON in lf.collect_schema():
-        reason = pl.coalesce(pl.col(_REASON), reason)
-    flag = pl.when(reason.is_null()).then(flag)
-    return lf.with_columns(reason.alias(_REASON), flag.alias(_FLAG))
+    return reason, flag
 
 
 def spike_reasons(
@@ -348,15 +355,10 @@ def clean(
     if table not in SCHEMAS:
         message = f"cannot clean table '{table}' (expected one of {sorted(SCHEMAS)})"
         raise ValueError(message)
-    frame = checkpoint(row_reasons(with_lineage(lf, table), table=table))
+    frame = checkpoint(row_reasons(with_lineage(lf, table), table=table, spec=spec))
     early_rejects = frame.filter(pl.col(_REASON).is_not_null())
     survivors = frame.filter(pl.col(_REASON).is_null()).sort("ts_event", maintain_order=True)
-    survivors = duplicate_reasons(survivors, table=table)
-    if table == "quotes":
-        survivors = quote_policy_reasons(survivors, spec=spec)
-    else:
-        survivors = survivors.with_columns(pl.lit(None, pl.String).alias(_FLAG))
-    survivors = checkpoint(survivors)
+    survivors = checkpoint(duplicate_reasons(survivors, table=table))
     late_rejects = survivors.filter(pl.col(_REASON).is_not_null())
     candidates = survivors.filter(pl.col(_REASON).is_null())
     if table in ("quotes", "trades"):

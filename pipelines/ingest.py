@@ -189,7 +189,7 @@ def ingest(
         frames = [f for _, t, f, _, _ in files if t == table]
         reader_rejects = [r for _, t, _, r, _ in files if t == table]
         cleaned = clean(
-            pl.concat(frames).lazy(),
+            pl.concat(frames, rechunk=True).lazy(),
             table=table,
             spec=spec,
             center=center,
