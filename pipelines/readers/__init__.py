@@ -23,8 +23,25 @@ csv-bars           bars     generic OHLC CSV (6E minute bars, FXCM bid/ask m1 fi
 ================== ======== =================================================================
 
 Every reader returns a ``ReadResult`` whose ``frame`` is lazy, in the table's schema followed by
-``source_file``/``source_line``, with ``rows_in == frame rows + rejects rows``. A file that
-cannot be read at all raises ``pipelines.errors.PipelineError`` (one line naming the file).
+``source_file`` (the path as given; ``archive.zip:member.csv`` inside zips) and ``source_line``
+(1-based physical line, or record number in binary files), with
+``rows_in == frame rows + rejects rows``. Lines that do not parse (wrong field count, bad number
+or timestamp) go to ``rejects`` (QUARANTINE schema, reason ``malformed_line``; a local time in a
+DST gap: ``nonexistent_local_time``; a LEAN trade flagged suspicious: ``vendor_suspicious``).
+A file that cannot be read at all (missing, empty, truncated or corrupt zip/gzip/bi5/DBN, wrong
+format, wrong instrument) raises ``pipelines.errors.PipelineError``: one line naming the file.
+
+Clocks (``ts_event`` is always int64 UTC ns; see ``pipelines.readers.timestamps``):
+
+- UTC: Dukascopy (CSV ``Gmt time`` and bi5), TrueFX, LEAN OANDA, LEAN futures (AlgoSeek),
+  Databento;
+- fixed UTC-05 all year, no DST: LEAN FXCM, HistData (tick and M1);
+- ``csv``/``csv-bars``: stamps with an offset are exact; naive ones are in ``tz`` (default UTC),
+  DST-aware for IANA zones such as ``America/New_York``.
+
+``tz=`` overrides the vendor clock where the format allows it (LEAN, HistData, TrueFX, csv).
+Bars: ``ts_event`` is the bar open, ``ts_close = ts_event + length``; LEAN daily bars cover the
+vendor's calendar day ``[00:00, 24:00)`` in its own clock (FXCM: 05:00-05:00 UTC).
 """
 
 from __future__ import annotations

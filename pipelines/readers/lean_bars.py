@@ -67,6 +67,8 @@ def read_lean_bars(
     zone = lean_time_zone(path, tz)
     parts = [part.lower() for part in path.parts]
     resolution = next((r for r in RESOLUTIONS if r in parts), None)
+    if resolution is None and "tick" in parts:
+        raise PipelineError("a LEAN tick file: use fmt='lean'", path=path)
     if resolution is None:
         message = "cannot tell the LEAN bar resolution: no /second/, /minute/, /hour/ or /daily/"
         raise PipelineError(message, path=path)

@@ -346,3 +346,11 @@ def test_generic_parquet_datetime_columns_keep_their_instant(tmp_path):
         data.write_parquet(path)
         result = read(path, fmt="csv", spec=EURUSD, column_map=column_map, tz=tz)
         assert collect(result)[0]["ts_event"].to_list() == expected, name
+
+
+def test_lean_tick_and_bar_files_point_to_each_other(shared_data):
+    fxcm = shared_data / "quantconnect-lean/forex/fxcm"
+    with pytest.raises(PipelineError, match="use fmt='lean-bars'"):
+        read(fxcm / "minute/eurusd/20140501_quote.zip", fmt="lean", spec=EURUSD)
+    with pytest.raises(PipelineError, match="use fmt='lean'"):
+        read(fxcm / "tick/eurusd/20140501_quote.zip", fmt="lean-bars", spec=EURUSD)
