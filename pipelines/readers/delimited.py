@@ -59,6 +59,7 @@ def parse_delimited(
     required: Sequence[str] | None = None,
     header_lines: int = 0,
     separator: str = ",",
+    quote_char: str | None = None,
 ) -> Parsed:
     """Parse delimited ``data`` into the declared typed ``columns``.
 
@@ -74,6 +75,10 @@ def parse_delimited(
         Physical lines at the top that are not data.
     separator
         One-character field separator.
+    quote_char
+        Quote character of quoted fields (generic CSV); vendor formats have none. The per-line
+        path only strips quotes around fields, so a separator inside quotes makes that line
+        a reject there.
 
     Returns
     -------
@@ -82,13 +87,13 @@ def parse_delimited(
     """
     required = list(columns) if required is None else list(required)
     n_lines = count_lines(data)
-    fast = _fast(data, columns, required, header_lines, separator, n_lines)
+    fast = _fast(data, columns, required, header_lines, separator, quote_char, n_lines)
     if fast is not None:
         return fast
-    return _slow(data, columns, required, header_lines, separator)
+    return _slow(data, columns, required, header_lines, separator, quote_char)
 
 
-def _fast(data, columns, required, header_lines, separator, n_lines) -> Parsed | None:
+def _fast(data, columns, required, header_lines, separator, quote_char, n_lines) -> Parsed | None:
     expected = n_lines - header_lines
     if expected <= 0:
         return None
@@ -100,7 +105,7 @@ def _fast(data, columns, required, header_lines, separator, n_lines) -> Parsed |
             new_columns=list(columns),
             schema=pl.Schema(columns),
             separator=separator,
-            quote_char=None,
+            quote_char=quote_char,
         )
     except _FAST_PATH_FAILURE:
         return None
@@ -117,7 +122,7 @@ def _fast(data, columns, required, header_lines, separator, n_lines) -> Parsed |
     return Parsed(frame=frame, rejects=reject_frame([], [], MALFORMED), rows_in=frame.height)
 
 
-def _slow(data, columns, required, header_lines, separator) -> Parsed:
+def _slow(data, columns, required, header_lines, separator, quote_char) -> Parsed:
     lines = data.decode("utf-8", errors="replace").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -141,6 +146,8 @@ def _slow(data, columns, required, header_lines, separator) -> Parsed:
     )
     for name, dtype in columns.items():
         field = pl.col(f"_text_{name}").str.strip_chars()
+        if quote_char is not None:
+            field = field.str.strip_prefix(quote_char).str.strip_suffix(quote_char)
         value = field if dtype == pl.String else field.cast(dtype, strict=False)
         typed.append(value.alias(name))
         empty = field.is_null() | (field == "")

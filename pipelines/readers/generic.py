@@ -120,6 +120,7 @@ def read_generic(
             required=required,
             header_lines=1 if options.get("has_header", True) else 0,
             separator=options.get("separator", ","),
+            quote_char='"',
         )
     require_some_rows(parsed, str(path), fmt="column-mapped CSV")
     frame = parsed.frame.select(

@@ -354,3 +354,15 @@ def test_lean_tick_and_bar_files_point_to_each_other(shared_data):
         read(fxcm / "minute/eurusd/20140501_quote.zip", fmt="lean", spec=EURUSD)
     with pytest.raises(PipelineError, match="use fmt='lean'"):
         read(fxcm / "tick/eurusd/20140501_quote.zip", fmt="lean-bars", spec=EURUSD)
+
+
+def test_generic_csv_reads_quoted_fields_on_both_paths(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_text(
+        '"time","bid","ask"\n"2024-01-02 10:00:00","1.1","1.2"\n"2024-01-02 10:00:01",x,"1.2"\n'
+    )
+    column_map = {"ts_event": "time", "bid_price": "bid", "ask_price": "ask"}
+    frame, rejects = collect(read(path, fmt="csv", spec=EURUSD, column_map=column_map))
+    assert frame["ts_event"].to_list() == [ns("2024-01-02T10:00:00")]
+    assert frame["bid_price"].to_list() == [1.1]
+    assert rejects["source_line"].to_list() == [3]
