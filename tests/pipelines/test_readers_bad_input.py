@@ -366,3 +366,36 @@ def test_generic_csv_reads_quoted_fields_on_both_paths(tmp_path):
     assert frame["ts_event"].to_list() == [ns("2024-01-02T10:00:00")]
     assert frame["bid_price"].to_list() == [1.1]
     assert rejects["source_line"].to_list() == [3]
+
+
+def test_raw_truefx_layout_checks_the_pair_column(tmp_path):
+    path = tmp_path / "ticks-2013-01.csv"
+    path.write_text(
+        "EUR/USD,20130101 22:00:00.295,1.31210,1.31240\n"
+        "EUR/USD,20130101 22:00:01,1.31211,1.31241\n"
+        "EUR/USD,2013-01-01 22:00:02,1.31211,1.31241\n"
+    )
+    frame, rejects = collect(read(path, fmt="truefx", spec=EURUSD))
+    assert frame["ts_event"].to_list() == [ns("2013-01-01T22:00:00.295"), ns("2013-01-01T22:00:01")]
+    assert rejects["source_line"].to_list() == [3]
+    path.write_text("GBP/USD,20130101 22:00:00.295,1.61210,1.61240\n")
+    with pytest.raises(PipelineError, match="wrong instrument: the file holds GBPUSD"):
+        read(path, fmt="truefx", spec=EURUSD)
+
+
+def test_lean_contract_option_picks_one_member_or_refuses(shared_data):
+    path = shared_data / "quantconnect-lean/future/cme/minute/es/20131007_trade.zip"
+    spec = load_spec("ES")
+    june = read(path, fmt="lean-bars", spec=spec, contract="201406")
+    frame, _ = collect(june)
+    assert set(frame["source_file"]) == {f"{path}:20131007_es_minute_trade_201406.csv"}
+    whole = read(path, fmt="lean-bars", spec=spec, contract="all")
+    assert june.rows_in + june.skipped == whole.rows_in
+    with pytest.raises(PipelineError, match="no member for contract 209912"):
+        read(path, fmt="lean-bars", spec=spec, contract="209912")
+
+
+def test_dbn_definition_file_holds_no_ticks(shared_data):
+    path = shared_data / "nautilus-trader/databento/definition-glbx-es-fut.dbn.zst"
+    with pytest.raises(PipelineError, match="holds no quotes, trades or bars"):
+        read(path, fmt="databento", spec=load_spec("ES"))
