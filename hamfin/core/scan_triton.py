@@ -105,7 +105,7 @@ if HAS_TRITON:
         if PER_CHANNEL:
             out = tl.where(mask, vec[None, :], 0.0)
         else:
-            off = b * s_b + t[:, None] * s_t + d64[None, :] * s_d
+            off = b * s_b + t[:, None].to(tl.int64) * s_t + d64[None, :] * s_d  # int64: L·D > 2³¹
             out = tl.load(ptr + off, mask=mask, other=0.0).to(CT)
         return out
 
@@ -572,6 +572,7 @@ class _ScanTritonFn(torch.autograd.Function):
         return qp, final.to(out_dtype)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_qp, g_final):
         fc, dt_v, gm_v, kc, mc, bnd = ctx.saved_tensors
         plan, dt_s, dt_pc, gm_s, gm_pc, dt_shape, gm_shape, no_state = ctx.meta
@@ -781,7 +782,9 @@ def gpu_figures(
     # Δ = 2 sqrt(m/k) sigmoid(·) keeps Δ²k/m < 4 (HMLD.md).
     dt = 2 * torch.sqrt(m / k) * torch.sigmoid(torch.randn(pshape, device=dev, generator=g))
     gamma = torch.rand(pshape, device=dev, generator=g)
-    f = torch.randn(B, L, D, device=dev, generator=g).to(dtype)
+    f = torch.randn(B, L, D, device=dev, generator=g)
+    # every input in ``dtype``, so the outputs are in ``dtype`` too (dtype promotion)
+    f, dt, gamma, k, m = (x.to(dtype) for x in (f, dt, gamma, k, m))
     with torch.no_grad():
         fwd = _time_cuda(lambda: scan_triton(f, dt, gamma, k, m), warmup=warmup, reps=reps)
     leaves = [x.detach().clone().requires_grad_(True) for x in (f, dt, gamma, k, m)]
@@ -792,8 +795,8 @@ def gpu_figures(
         torch.autograd.grad(qp, leaves, g_qp)
 
     fwdbwd_s = _time_cuda(fwdbwd, warmup=warmup, reps=reps)
-    el = f.element_size()
-    per_step = el + 2 * el + (dt.element_size() + gamma.element_size() if selective else 0)
+    el = f.element_size()  # f, q and p all in ``dtype``
+    per_step = 3 * el + (dt.element_size() + gamma.element_size() if selective else 0)
     nbytes = B * L * D * per_step
     # A copy reads and writes the same count, so copy half the total traffic.
     src = torch.empty(nbytes // 2, device=dev, dtype=torch.uint8)
