@@ -132,3 +132,13 @@ def test_build_bars_rejects_a_bad_duration_and_a_range_without_quotes(tmp_path, 
         build_bars(store, spec=SPEC, every="1x")
     with pytest.raises(PipelineError, match="no quotes for EURUSD in"):
         build_bars(store, spec=SPEC, every="1m", start="2020-01-01", end="2020-01-02")
+
+
+def test_vendor_minute_bars_are_ingested_into_the_bars_table(tmp_path, shared_data):
+    path = shared_data / "quantconnect-lean/forex/oanda/minute/eurusd/20140501_quote.zip"
+    store = Store(tmp_path)
+    report = json.loads(ingest([path], fmt="lean-bars", spec=SPEC, store=store).read_text())
+    bars = store.scan("bars", "EURUSD").collect()
+    assert report["tables"]["bars"]["rows_stored"] == bars.height == report["rows_stored"] > 1000
+    assert report["rows_in"] == report["rows_stored"] + report["rows_quarantined"]
+    assert (bars["high"] >= bars["low"]).all() and bars["ts_event"].is_sorted()
