@@ -89,6 +89,12 @@ def instrument_ids(metadata: dbn.Metadata, spec: InstrumentSpec, path: str | Pat
     mappings = metadata.mappings or {}
     symbols = list(mappings) or list(metadata.symbols or [])
     matching = [s for s in symbols if pattern.match(s)]
+    if symbols and all(s.isdigit() for s in symbols):
+        message = (
+            "the file is requested by instrument_id, so its symbols cannot be checked against "
+            f"{spec.contract.root}; request raw_symbol or parent symbology"
+        )
+        raise PipelineError(message, path=path)
     if not matching:
         held = ", ".join(symbols) or "no symbols"
         message = f"wrong instrument: the file holds {held}, the spec root is {spec.contract.root}"

@@ -131,9 +131,19 @@ def test_databento_mbo_is_reduced_to_a_top_of_book_and_its_trades(shared_data):
     assert live["bid_price"].is_between(4790, 4820).all()
     assert (live["ask_price"] > live["bid_price"]).all()  # crossed only in the pre-open
     assert quotes["ts_event"].is_sorted()
+    spread = live["ask_price"] - live["bid_price"]
+    assert spread.median() == 0.25 and (spread == 0.25).mean() > 0.9  # ES trades one tick wide
     trades, _ = collect(read(path, fmt="databento", spec=ES, table="trades"), TRADES)
     assert trades.height == 2_973
     assert trades["price"][0] == 4800.25 and trades["price"][-1] == 4810.0
+    prevailing = trades.join_asof(
+        live.select("ts_event", "bid_price", "ask_price"),
+        on="ts_event",
+        strategy="backward",
+        allow_exact_matches=False,
+    )
+    inside = prevailing["price"].is_between(prevailing["bid_price"], prevailing["ask_price"])
+    assert inside.mean() > 0.95  # the rebuilt book is the one the trades hit
 
 
 def test_databento_tiny_official_fixtures_parse_in_every_tick_schema(shared_data):
