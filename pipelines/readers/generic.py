@@ -90,7 +90,7 @@ def read_generic(
     except ValueError as err:
         raise PipelineError(str(err), path=path) from err
     if is_parquet:
-        header, mapping = _parquet_header(path), mapping
+        header = _parquet_header(path)
     else:
         data = read_bytes(path)
         header = _csv_header(data, options, path)
@@ -176,6 +176,11 @@ def _split_map(column_map, path, *, bars: bool) -> tuple[dict[str, Any], dict[st
     fmt = options.get("timestamp_format")
     if fmt is not None and not isinstance(fmt, str):
         raise PipelineError("column_map timestamp_format must be a string", path=path)
+    if fmt is not None and fmt.startswith("epoch") and fmt not in EPOCH_UNITS:
+        known = ", ".join(EPOCH_UNITS)
+        raise PipelineError(
+            f"column_map timestamp_format {fmt!r}: epoch units are {known}", path=path
+        )
     if column_map and "ts_event" not in column_map:
         raise PipelineError("column_map needs 'ts_event' (the timestamp column)", path=path)
     return options, {key: str(value) for key, value in column_map.items()}

@@ -131,7 +131,8 @@ def choose_contracts(
             have = ", ".join(sorted(str(m.contract) for m in members))
             message = f"no member for contract {contract} (have {have})"
             raise PipelineError(message, path=path)
-    skipped = sum(_count(m.data) for m in members if m not in chosen)
+    kept = {id(m) for m in chosen}
+    skipped = sum(_count(m.data) for m in members if id(m) not in kept)
     return chosen, skipped
 
 
