@@ -40,6 +40,8 @@ from data_specs.spec import InstrumentSpec, load_spec
 
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
+HOUR_NS = 3600 * NS
+DAY_NS = 24 * HOUR_NS
 _WEEKDAYS = {"Mon": 0, "Tue": 1, "Wed": 2, "Thu": 3, "Fri": 4, "Sat": 5, "Sun": 6}
 
 
@@ -51,13 +53,13 @@ class SyntheticConfig:
     ticks_per_second: float = 1.0  # average over open market time
     start_price: float | None = None  # None: 1e5 increments (FX) or 2e4 increments (futures)
     regime_volatility: tuple[float, float, float] = (0.6, 1.0, 1.9)
-    regime_mean_minutes: tuple[float, float, float] = (2880.0, 1440.0, 240.0)
-    # log-volatility factors: half-lives of 5 minutes, an hour, a day and a week
-    sv_half_life_minutes: tuple[float, ...] = (5.0, 60.0, 1440.0, 10080.0)
-    sv_std: tuple[float, ...] = (0.3, 0.3, 0.25, 0.35)  # stationary std of each factor
+    regime_mean_minutes: tuple[float, float, float] = (7200.0, 2880.0, 480.0)
+    # log-volatility factors: half-lives of 5 minutes, an hour, a day, a week and a quarter
+    sv_half_life_minutes: tuple[float, ...] = (5.0, 60.0, 1440.0, 10080.0, 131040.0)
+    sv_std: tuple[float, ...] = (0.3, 0.2, 0.25, 0.3, 0.3)  # stationary std of each factor
     tick_t_dof: float = 4.0  # Student-t degrees of freedom of tick returns
     jumps_per_day: float = 0.5
-    jump_scale_minutes: float = 8.0  # jump std in units of the minute's volatility
+    jump_scale_minutes: float = 6.0  # jump std in units of the minute's volatility
     gap_scale_minutes: float = 30.0  # weekend/break gap std in units of a minute's volatility
     spread_noise: float = 0.25  # lognormal std of the spread
     mean_size_lots: float = 5.0
@@ -77,11 +79,19 @@ def _clock(text: str) -> int:
     return hours * 60 + minutes
 
 
-def _local_hours(minutes_utc: pl.Series, tz: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return (fractional local hour, local weekday Mon=0) of UTC minute timestamps."""
-    local = minutes_utc.dt.convert_time_zone(tz)
-    hour = (local.dt.hour().cast(pl.Float64) + local.dt.minute().cast(pl.Float64) / 60).to_numpy()
-    weekday = (local.dt.weekday().cast(pl.Int64) - 1).to_numpy()
+def _local_hours(grid: np.ndarray, tz: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (fractional local hour, local weekday Mon=0) of UTC minute starts (int ns).
+
+    Time-zone offsets are looked up once per UTC hour (the zones used here change offset only
+    on whole hours) and broadcast to the minutes, which keeps this cheap for years of minutes.
+    """
+    hours = np.unique(grid // HOUR_NS) * HOUR_NS
+    utc = pl.Series(hours).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC")
+    wall = utc.dt.convert_time_zone(tz).dt.replace_time_zone(None).dt.epoch("ns").to_numpy()
+    offset = (wall - hours)[np.searchsorted(hours, grid // HOUR_NS * HOUR_NS)]
+    local = grid + offset
+    hour = (local % DAY_NS) / HOUR_NS
+    weekday = (local // DAY_NS + 3) % 7  # 1970-01-01 was a Thursday
     return hour, weekday
 
 
@@ -89,9 +99,8 @@ def _session_minutes(spec: InstrumentSpec, start_ns: int, end_ns: int):
     """Return open minute starts (ns) and their local clocks for the spec's calendar."""
     first = -(-start_ns // MINUTE_NS) * MINUTE_NS
     grid = np.arange(first, end_ns, MINUTE_NS, dtype=np.int64)
-    utc = pl.Series(grid).cast(pl.Datetime("ns")).dt.replace_time_zone("UTC")
     cal = spec.calendar
-    hour, weekday = _local_hours(utc, cal.timezone)
+    hour, weekday = _local_hours(grid, cal.timezone)
     week_min = weekday * 1440 + np.round(hour * 60).astype(np.int64)
     open_at, close_at = _week_minute(cal.week_open), _week_minute(cal.week_close)
     is_open = (week_min - open_at) % 10080 < (close_at - open_at) % 10080
@@ -100,14 +109,15 @@ def _session_minutes(spec: InstrumentSpec, start_ns: int, end_ns: int):
         day_min = week_min % 1440
         is_open &= ~((day_min >= lo) & (day_min < hi))
     keep = np.flatnonzero(is_open)
+    grid = grid[keep]
     clocks = {
         "local": (hour[keep], weekday[keep]),
-        "tokyo": _local_hours(utc, "Asia/Tokyo")[0][keep],
-        "london": _local_hours(utc, "Europe/London")[0][keep],
-        "new_york": _local_hours(utc, "America/New_York")[0][keep],
+        "tokyo": _local_hours(grid, "Asia/Tokyo")[0],
+        "london": _local_hours(grid, "Europe/London")[0],
+        "new_york": _local_hours(grid, "America/New_York")[0],
         "trading_day": ((week_min[keep] - open_at) % 10080) // 1440,  # 0 = first day of week
     }
-    return grid[keep], clocks
+    return grid, clocks
 
 
 def _bump(hour: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -241,21 +251,25 @@ def generate_quotes(
     offsets = np.sort(owner + rng.random(n))  # owner is non-decreasing: sort keeps ownership
     ts = minutes[owner] + ((offsets - owner) * MINUTE_NS).astype(np.int64)
 
-    # 4. log-mid increments: Student-t ticks with the minute's variance, jumps, gaps
+    # 4. log-mid increments: Student-t ticks carrying the variance accrued since the previous
+    # tick (a minute without ticks passes its variance on to the next tick), jumps, gaps
+    busy = np.flatnonzero(counts > 0)  # minutes that have ticks
+    first_tick = np.cumsum(counts)[busy] - counts[busy]
+    accrued = np.diff(np.r_[0.0, np.cumsum(sigma**2)[busy]])  # variance since previous busy
     dof = config.tick_t_dof
     t_scale = np.sqrt((dof - 2) / dof)
-    step = rng.standard_t(dof, n) * t_scale * (sigma / np.sqrt(np.maximum(counts, 1)))[owner]
-    first_tick = np.r_[0, np.cumsum(counts)[:-1]][counts > 0]
-    first_minute = np.flatnonzero(counts > 0)
+    tick_std = np.zeros(n_min)
+    tick_std[busy] = np.sqrt(accrued / counts[busy])
+    step = rng.standard_t(dof, n) * t_scale * tick_std[owner]
+    # events at a minute land on the first tick at or after it
     p_jump = config.jumps_per_day / (spec.calendar.trading_hours_per_day * 60)
-    jumps = rng.random(first_minute.size) < p_jump
-    step[first_tick[jumps]] += (
-        rng.standard_normal(jumps.sum()) * config.jump_scale_minutes * sigma[first_minute[jumps]]
-    )
-    after_gap = np.r_[False, np.diff(minutes[first_minute]) > MINUTE_NS]
-    step[first_tick[after_gap]] += (
-        rng.standard_normal(after_gap.sum()) * config.gap_scale_minutes * base
-    )
+    jump_at = np.flatnonzero(rng.random(n_min) < p_jump)
+    gap_at = np.flatnonzero(np.diff(minutes) > MINUTE_NS) + 1  # first minute after a closure
+    for at, scale in ((jump_at, config.jump_scale_minutes * sigma[jump_at]),
+                      (gap_at, config.gap_scale_minutes * base)):  # fmt: skip
+        slot = np.searchsorted(busy, at)
+        ok = slot < busy.size
+        np.add.at(step, first_tick[slot[ok]], (rng.standard_normal(at.size) * scale)[ok])
     step[0] = 0.0
     p0 = config.start_price or increment * (1e5 if spec.is_fx else 2e4)
     mid = p0 * np.exp(np.cumsum(step))

@@ -89,7 +89,7 @@ def test_spreads_are_wider_in_the_quiet_asian_night_than_in_the_london_ny_overla
 
 def test_turbulent_regimes_and_jumps_fatten_the_tails():
     calm = SyntheticConfig(
-        regime_volatility=(1.0, 1.0, 1.0), sv_std=(0.0, 0.0, 0.0, 0.0), jumps_per_day=0.0,
+        regime_volatility=(1.0, 1.0, 1.0), sv_std=(0.0,) * 5, jumps_per_day=0.0,
         tick_t_dof=1000.0,
     )  # fmt: skip
     kw = {"start": "2024-01-01", "end": "2024-01-22", "seed": 2}
