@@ -97,11 +97,16 @@ class Simulation:
     ts_event: np.ndarray  # (n,)
     position: np.ndarray  # target exposure, multiples of capital
     units: np.ndarray  # size held over each bar (contracts / base units)
-    pnl: np.ndarray  # account currency, costs included
-    costs: np.ndarray  # account currency, spread + slippage + fees + rollover (>= 0 is a cost)
-    returns: np.ndarray  # pnl / capital
+    returns: np.ndarray  # pnl / capital, account currency, costs included
+    capital: float
+    costs: np.ndarray  # (n_columns,) account currency: spread, slippage, fees, rollover paid
     trades: pl.DataFrame | None  # one row per position, entry to exit (vectorbt), or None
     n_trades: np.ndarray  # (n_columns,) positions opened (entries and flips)
+
+    @property
+    def pnl(self) -> np.ndarray:
+        """Per-bar PnL in the account currency, costs included."""
+        return self.returns * self.capital
 
 
 # ---- input checks ----------------------------------------------------------------------
@@ -197,21 +202,24 @@ def positions_on_bars(signal: pl.DataFrame, bar_ts: np.ndarray) -> np.ndarray:
     """Spread forecast-time positions over bars: bar k takes the last forecast made at or
     before its start, for at most ``horizon`` bars; flat elsewhere. Shape (n_bars,)."""
     ts = signal.get_column("ts_event").to_numpy()
+    source = forecast_in_force(ts, signal.get_column("horizon").to_numpy(), bar_ts)
+    position = signal.get_column("position").to_numpy()
+    return np.where(source >= 0, position[np.maximum(source, 0)], 0.0)
+
+
+def forecast_in_force(ts: np.ndarray, horizon: np.ndarray, bar_ts: np.ndarray) -> np.ndarray:
+    """Return, per bar, the row index of the forecast in force (-1 where none).
+
+    ``ts`` must be sorted. A forecast made at ``ts`` acts from the first bar with
+    ``ts_event >= ts`` for ``horizon`` bars or until the next forecast, whichever is first.
+    """
     start = np.searchsorted(bar_ts, ts, side="left")  # first bar with ts_event >= forecast
-    keep = start < len(bar_ts)
-    start = start[keep]
-    pos = signal.get_column("position").to_numpy()[keep]
-    horizon = signal.get_column("horizon").to_numpy()[keep]
-    out = np.zeros(len(bar_ts))
-    if len(start) == 0:
-        return out
     k = np.arange(len(bar_ts))
-    last = np.searchsorted(start, k, side="right") - 1  # forecast in force at bar k
-    ok = last >= 0
-    age = np.where(ok, k - start[np.maximum(last, 0)], -1)
-    alive = ok & (age < horizon[np.maximum(last, 0)])
-    out[alive] = pos[last[alive]]
-    return out
+    last = np.searchsorted(start, k, side="right") - 1  # latest forecast started by bar k
+    last = np.minimum(last, len(ts) - 1)
+    safe = np.maximum(last, 0)
+    alive = (last >= 0) & (k - start[safe] < horizon[safe]) if len(ts) else k < 0
+    return np.where(alive, last, -1)
 
 
 # ---- the simulation --------------------------------------------------------------------
@@ -294,30 +302,37 @@ def simulate(
     conv_open = conversion_to_account(spec, open_, config.account_currency)
     conv_close = conversion_to_account(spec, close, config.account_currency)
 
-    # sizes fixed when the target changes, so a constant exposure does not trade every bar
-    prev = np.vstack([np.zeros((1, m)), position[:-1]])
-    change = position != prev
+    # an order only where the target changes, sized at that bar's open: a constant exposure
+    # does not trade every bar. (n, m) arrays are few and updated in place, so that a grid of
+    # 100 columns over a year of minutes fits in memory.
+    change = np.empty((n, m), dtype=bool)
+    change[0] = position[0] != 0
+    np.not_equal(position[1:], position[:-1], out=change[1:])
     unit_value = open_ * mult * conv_open  # account currency per unit of size
-    raw = position * (config.capital / unit_value)[:, None]
+    size = position * (config.capital / unit_value)[:, None]
     if spec.is_future:
-        raw = np.round(raw)
-    units = np.where(change, raw, np.nan)
-    units[0] = np.where(change[0], raw[0], 0.0)
-    units = _ffill(units)
-    size = np.where(change, units, np.nan)
+        np.round(size, out=size)
+    size[~change] = np.nan
+    order_count = int(change.sum())
+    del change
 
     hs = half_spread(bars, spec)
     slip = (hs + spec.costs.slippage_ticks * spec.price_increment) / open_
-    fees = np.full(n, spec.costs.taker_fee)[:, None]
+    fees = np.full((n, 1), spec.costs.taker_fee)
     if spec.costs.commission_per_contract > 0:
-        delta = np.diff(np.vstack([np.zeros((1, m)), units]), axis=0)
+        units = size.copy()
+        units[0] = np.nan_to_num(units[0])
+        for j in range(m):
+            _ffill_inplace(units[:, j])
+        delta = np.diff(units, axis=0, prepend=0.0)
+        del units
         fill = open_[:, None] * mult * (1.0 + np.sign(delta) * slip[:, None])
         fees = fees + spec.costs.commission_per_contract / fill
+        del delta, fill
 
     price_q = open_ * mult
     close_q = close * mult
-    order_count = int(change.sum())
-    gross = np.nanmax(np.abs(units) * price_q[:, None]) if n else 0.0
+    gross = float(np.nanmax(np.abs(size), initial=0.0) * price_q.max())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pf = vbt.Portfolio.from_orders(
@@ -328,62 +343,81 @@ def simulate(
             price=price_q[:, None],
             fees=fees,
             slippage=slip[:, None],
-            init_cash=10.0 * (gross + 1.0) * 3.0,
+            init_cash=30.0 * (gross + 1.0),  # never binding: sizes are set here, not by cash
             max_orders=max(order_count, 1),
             max_logs=0,
             freq=None,
         )
-        cash_flow = np.asarray(pf.cash_flow().values, float).reshape(n, m)
-        assets = np.asarray(pf.assets().values, float).reshape(n, m)
+        del size, fees
+        returns = _writeable(pf.cash_flow().to_numpy()).reshape(n, m)
+        assets = _writeable(pf.assets().to_numpy()).reshape(n, m)
         orders = pf.orders.records_arr
-    held_value = assets * close_q[:, None]
-    pnl_quote = cash_flow + held_value - np.vstack([np.zeros((1, m)), held_value[:-1]])
-    pnl = pnl_quote * conv_close[:, None]
+        positions = pf.positions.records_arr if with_trades else None
+    del pf
 
-    # trading costs, reconstructed per order: |size| * (fill - mid) + fees
-    costs = np.zeros((n, m))
+    # trading costs per column, from the orders: |size| * |fill - mid| + fees
+    costs = np.zeros(m)
     if len(orders):
-        idx, col = orders["idx"], orders["col"]
-        mid = price_q[idx]
-        cost_q = orders["size"] * np.abs(orders["price"] - mid) + orders["fees"]
-        np.add.at(costs, (idx, col), cost_q * conv_close[idx])
+        idx = orders["idx"]
+        cost_q = orders["size"] * np.abs(orders["price"] - price_q[idx]) + orders["fees"]
+        costs += np.bincount(orders["col"], weights=cost_q * conv_close[idx], minlength=m)
+    del orders
 
+    carry = None
     if config.rollover and spec.is_fx:
         ts = bars.get_column("ts_event").to_numpy()
         ts_next = np.append(ts[1:], bars.get_column("ts_close").to_numpy()[-1])
-        rolls = roll_counts(ts, ts_next)[:, None]
-        notional = np.abs(assets) * (close_q * conv_close)[:, None]
+        rolls = roll_counts(ts, ts_next)
+        at = np.nonzero(rolls)[0]  # bars held over a roll: about one a day
+        held_units = assets[at]
         bps = np.where(
-            assets > 0, spec.costs.rollover_long_bps_per_day, spec.costs.rollover_short_bps_per_day
+            held_units > 0,
+            spec.costs.rollover_long_bps_per_day,
+            spec.costs.rollover_short_bps_per_day,
         )
-        carry = rolls * bps * 1e-4 * notional
-        pnl = pnl + carry
-        costs = costs - carry
+        notional = np.abs(held_units) * (close_q * conv_close)[at, None]
+        carry = (at, rolls[at, None] * bps * 1e-4 * notional)
+        costs -= carry[1].sum(axis=0)
 
-    side = np.sign(units)
-    prev_side = np.vstack([np.zeros((1, m)), side[:-1]])
-    n_trades = ((side != 0) & (side != prev_side)).sum(axis=0).astype(np.int64)
+    # pnl in the quote currency: cash flow + change in the value held, then into the account
+    held = assets * close_q[:, None]
+    returns += held
+    returns[1:] -= held[:-1]
+    del held
+    returns *= (conv_close / config.capital)[:, None]
+    if carry is not None:
+        returns[carry[0]] += carry[1] / config.capital
+
+    long, short = assets > 0, assets < 0
+    n_trades = (long[0] | short[0]).astype(np.int64)
+    n_trades += ((long[1:] & ~long[:-1]) | (short[1:] & ~short[:-1])).sum(axis=0)
+    del long, short
     trades = None
-    if with_trades:
-        trades = _trade_table(pf.positions.records_arr, bars, columns, mult, conv_close)
+    if positions is not None:
+        trades = _trade_table(positions, bars, columns, mult, conv_close)
     return Simulation(
         columns=list(columns),
         ts_event=bars.get_column("ts_event").to_numpy(),
         position=position,
-        units=units,
-        pnl=pnl,
+        units=assets,
+        returns=returns,
+        capital=config.capital,
         costs=costs,
-        returns=pnl / config.capital,
         trades=trades,
         n_trades=n_trades,
     )
 
 
-def _ffill(a: np.ndarray) -> np.ndarray:
-    mask = np.isnan(a)
-    idx = np.where(~mask, np.arange(len(a))[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    return a[idx, np.arange(a.shape[1])[None, :]]
+def _writeable(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    return a if a.flags.writeable else a.copy()
+
+
+def _ffill_inplace(a: np.ndarray) -> None:
+    """Fill NaNs in the 1-D ``a`` with the last value before them (the first is not NaN)."""
+    index = np.where(np.isnan(a), 0, np.arange(len(a)))
+    np.maximum.accumulate(index, out=index)
+    a[:] = a[index]
 
 
 def _trade_table(
@@ -632,7 +666,7 @@ def run_backtest(
         "n_trades": int(sim.n_trades[0]),
         "n_trials": int(n_trials),
         "random_pvalue": p_value,
-        "total_costs": float(sim.costs[:, 0].sum()),
+        "total_costs": float(sim.costs[0]),
         "bar_seconds": seconds,
         "periods_per_year": ppy,
         "start": _iso(int(bar_ts[0])),

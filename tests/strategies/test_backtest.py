@@ -84,7 +84,7 @@ def test_eurusd_long_trade_pnl_matches_hand_computation_with_spec_costs():
     expected = [0.0, units * (1.1030 - entry) - fee_in, units * (exit_ - 1.1030) - fee_out, 0.0]
     np.testing.assert_allclose(sim.pnl[:, 0], expected, rtol=1e-9, atol=1e-6)
     np.testing.assert_allclose(sim.returns[:, 0], np.array(expected) / capital, atol=1e-12)
-    assert sim.costs[:, 0].sum() == pytest.approx(units * 2 * cost + fee_in + fee_out, rel=1e-9)
+    assert sim.costs[0] == pytest.approx(units * 2 * cost + fee_in + fee_out, rel=1e-9)
     trade = sim.trades.row(0, named=True)
     assert trade["direction"] == "long" and trade["status"] == "closed"
     assert trade["entry_price"] == pytest.approx(entry)
