@@ -204,27 +204,28 @@ def test_lean_fx_hour_and_daily_bars(shared_data, vendor, resolution, rows, firs
         assert frame["ts_event"][0] == ns(first)
 
 
-def test_lean_fxcm_daily_bar_covers_the_vendor_calendar_day(shared_data):
-    """A daily bar stamped D 00:00 spans [D 00:00, D+1 00:00) UTC-05 = [05:00, 05:00) UTC."""
-    fx = shared_data / LEAN / "forex/fxcm"
+@pytest.mark.parametrize(("vendor", "offset_hours"), [("fxcm", 5), ("oanda", 0)])
+def test_lean_daily_bar_covers_the_vendor_calendar_day(shared_data, vendor, offset_hours):
+    """A daily bar stamped D 00:00 aggregates the hourly bars of [D 00:00, D+1 00:00) in the
+    vendor clock: FXCM (UTC-05) [05:00, 05:00) UTC, OANDA [00:00, 24:00) UTC."""
+    fx = shared_data / LEAN / "forex" / vendor
     daily, _ = collect(read(fx / "daily/eurusd.zip", fmt="lean-bars", spec=EURUSD))
     hourly, _ = collect(read(fx / "hour/eurusd.zip", fmt="lean-bars", spec=EURUSD))
+    shift = offset_hours * HOUR
     from_hours = (
-        hourly.group_by(((pl.col("ts_event") - 5 * HOUR) // DAY * DAY + 5 * HOUR).alias("day"))
+        hourly.group_by(((pl.col("ts_event") - shift) // DAY * DAY + shift).alias("day"))
         .agg(
             pl.col("bid_open").sort_by("ts_event").first().alias("open_h"),
             pl.col("bid_high").max().alias("high_h"),
+            pl.col("bid_low").min().alias("low_h"),
             pl.col("bid_close").sort_by("ts_event").last().alias("close_h"),
         )
         .join(daily, left_on="day", right_on="ts_event")
     )
-    assert from_hours.height > 3_000
-    agree = (
-        (from_hours["open_h"] == from_hours["bid_open"])
-        & (from_hours["high_h"] == from_hours["bid_high"])
-        & (from_hours["close_h"] == from_hours["bid_close"])
-    )
-    assert agree.mean() > 0.95
+    assert from_hours.height == daily.height
+    for mine, theirs in [("open_h", "bid_open"), ("high_h", "bid_high"), ("low_h", "bid_low")]:
+        assert from_hours[mine].equals(from_hours[theirs], check_names=False)
+    assert from_hours["close_h"].equals(from_hours["bid_close"], check_names=False)
 
 
 def test_lean_es_sunday_open_is_22_utc_and_minute_bars_count(shared_data):
