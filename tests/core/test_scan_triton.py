@@ -187,7 +187,7 @@ def test_single_pass_with_selective_params_and_ragged_tail_matches_ref(interpret
     _assert_matches(interpreted["single_selective"], FP32_TOL)
 
 
-def test_segmented_forward_with_selective_params_matches_ref(interpreted):
+def test_segmented_forward_and_backward_with_selective_params_match_ref(interpreted):
     _assert_matches(interpreted["segmented_selective"], FP32_TOL)
 
 
