@@ -180,6 +180,8 @@ def ingest(
         path = Path(p)
         if not path.exists():
             raise PipelineError("file not found", path=path)
+        if path.resolve() in resolved:
+            raise PipelineError("file given twice in one ingest", path=path)
         resolved.append(path.resolve())
     started = datetime.now(UTC)
     files = _read_all(resolved, fmt=fmt, spec=spec, column_map=column_map, tz=tz, progress=progress)
@@ -448,4 +450,7 @@ def build_bars(
             total.rows += summary.rows
             total.rows_new += summary.rows_new
             total.partitions.extend(summary.partitions)
+        if total.rows == 0:  # raised inside the transaction: nothing is written
+            span = f"{start or '-inf'} .. {end or '+inf'}"
+            raise PipelineError(f"no {instrument_id} quotes in {span}: no bars to build")
     return total

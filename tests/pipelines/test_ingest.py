@@ -142,3 +142,18 @@ def test_vendor_minute_bars_are_ingested_into_the_bars_table(tmp_path, shared_da
     assert report["tables"]["bars"]["rows_stored"] == bars.height == report["rows_stored"] > 1000
     assert report["rows_in"] == report["rows_stored"] + report["rows_quarantined"]
     assert (bars["high"] >= bars["low"]).all() and bars["ts_event"].is_sorted()
+
+
+def test_a_range_with_partitions_but_no_ticks_builds_nothing_and_says_so(tmp_path, fxcm):
+    store = Store(tmp_path)
+    ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=store)
+    last = store.scan("quotes", "EURUSD").select(pl.col("ts_event").max()).collect().item()
+    with pytest.raises(PipelineError, match="no bars to build"):
+        build_bars(store, spec=SPEC, every="1m", start=last + 1)
+    assert store.instruments("bars") == []
+
+
+def test_the_same_file_twice_in_one_ingest_is_refused(tmp_path, fxcm):
+    path = fxcm / "20140504_quote.zip"
+    with pytest.raises(PipelineError, match="given twice"):
+        ingest([path, path], fmt="lean", spec=SPEC, store=Store(tmp_path))
