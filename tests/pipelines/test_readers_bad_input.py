@@ -399,3 +399,12 @@ def test_dbn_definition_file_holds_no_ticks(shared_data):
     path = shared_data / "nautilus-trader/databento/definition-glbx-es-fut.dbn.zst"
     with pytest.raises(PipelineError, match="holds no quotes, trades or bars"):
         read(path, fmt="databento", spec=load_spec("ES"))
+
+
+def test_truncated_gzip_raises(tmp_path):
+    text = "Gmt time,Ask,Bid,AskVolume,BidVolume\n" + "04.02.2019 00:00:00.994,1.1,1.0,1,1\n" * 999
+    path = tmp_path / "EURUSD_ticks.csv.gz"
+    path.write_bytes(gzip.compress(text.encode())[:-30])
+    with pytest.raises(PipelineError, match="corrupt gzip") as info:
+        read(path, fmt="dukascopy", spec=EURUSD)
+    assert str(path) in str(info.value)
