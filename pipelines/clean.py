@@ -85,6 +85,28 @@ VALUE_COLUMNS: dict[str, list[str]] = {
     "bars": [c for c in BARS if c not in ("instrument_id", "ts_event")],
 }
 SCHEMAS: dict[str, pl.Schema] = {"quotes": QUOTES, "trades": TRADES, "bars": BARS}
+# reasons travel as small integer codes (cheap when/then chains) and become strings only in the
+# quarantine frame
+REASONS = (
+    "missing_timestamp",
+    "missing_price",
+    "non_finite_price",
+    "non_positive_price",
+    "invalid_size",
+    "invalid_side",
+    "inconsistent_ohlc",
+    "crossed_quote",
+    "locked_quote",
+    "wide_spread",
+    "out_of_order",
+    "duplicate",
+    "spike",
+)
+CODES = {code: name for code, name in enumerate(REASONS)}
+
+
+def _code(reason: str) -> pl.Expr:
+    return pl.lit(REASONS.index(reason), dtype=pl.UInt8)
 
 
 @dataclass(frozen=True)
@@ -119,11 +141,11 @@ def _price_reasons(prices: list[str]) -> pl.Expr:
     non_positive = pl.any_horizontal([pl.col(c) <= 0 for c in prices])
     return (
         pl.when(missing)
-        .then(pl.lit("missing_price"))
+        .then(_code("missing_price"))
         .when(non_finite)
-        .then(pl.lit("non_finite_price"))
+        .then(_code("non_finite_price"))
         .when(non_positive)
-        .then(pl.lit("non_positive_price"))
+        .then(_code("non_positive_price"))
     )
 
 
@@ -161,11 +183,11 @@ def row_reasons(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec) -> pl.Laz
     else:
         chain = _price_reasons(["open", "high", "low", "close"])
         sizes = ["volume"]
-    chain = chain.when(_bad_size(sizes)).then(pl.lit("invalid_size"))
+    chain = chain.when(_bad_size(sizes)).then(_code("invalid_size"))
     if table == "trades":
         side = pl.col("aggressor_side")
         chain = chain.when(side.is_not_null() & ~side.is_in(["B", "S", "N"])).then(
-            pl.lit("invalid_side")
+            _code("invalid_side")
         )
     if table == "bars":
         hi, lo = pl.col("high"), pl.col("low")
@@ -176,15 +198,15 @@ def row_reasons(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec) -> pl.Laz
             | (pl.col("close") > hi)
             | (pl.col("close") < lo)
         )
-        chain = chain.when(bad).then(pl.lit("inconsistent_ohlc"))
-    flag = pl.lit(None, pl.String)
+        chain = chain.when(bad).then(_code("inconsistent_ohlc"))
+    flag = pl.lit(None, pl.UInt8)
     if table == "quotes":
         policy, flag = quote_policy(spec)
         chain = chain.when(policy.is_not_null()).then(policy)
     reason = (
         pl.when(pl.col("ts_event").is_null())
-        .then(pl.lit("missing_timestamp"))
-        .otherwise(chain.when(_out_of_order()).then(pl.lit("out_of_order")))
+        .then(_code("missing_timestamp"))
+        .otherwise(chain.when(_out_of_order()).then(_code("out_of_order")))
     )
     return lf.with_columns(reason.alias(_REASON)).with_columns(
         pl.when(pl.col(_REASON).is_null()).then(flag).alias(_FLAG)
@@ -204,7 +226,7 @@ def duplicate_reasons(lf: pl.LazyFrame, *, table: str) -> pl.LazyFrame:
     # value-by-value test (hashing) runs on that short sub-column and is scattered back by row
     row = pl.int_range(pl.len(), dtype=pl.UInt32)
     repeats = row.filter(tie).filter(~key.filter(tie).is_first_distinct())
-    reason = pl.when(row.is_in(repeats.implode())).then(pl.lit("duplicate"))
+    reason = pl.when(row.is_in(repeats.implode())).then(_code("duplicate"))
     if _REASON in lf.collect_schema():
         reason = pl.coalesce(pl.col(_REASON), reason)
     return lf.with_columns(reason.alias(_REASON))
@@ -222,16 +244,16 @@ def quote_policy(spec: InstrumentSpec) -> tuple[pl.Expr, pl.Expr]:
         "crossed_quote": spec.cleaning.crossed_quotes,
         "locked_quote": spec.cleaning.locked_quotes,
     }
-    reason = pl.lit(None, pl.String)
-    flag = pl.lit(None, pl.String)
+    reason = pl.lit(None, pl.UInt8)
+    flag = pl.lit(None, pl.UInt8)
     for name, test in tests.items():
         if policy[name] == "drop":
-            reason = pl.when(reason.is_null() & test).then(pl.lit(name)).otherwise(reason)
+            reason = pl.when(reason.is_null() & test).then(_code(name)).otherwise(reason)
         elif policy[name] == "flag":
-            flag = pl.when(flag.is_null() & test).then(pl.lit(name)).otherwise(flag)
+            flag = pl.when(flag.is_null() & test).then(_code(name)).otherwise(flag)
     # a crossed quote that is kept or flagged is not also "wide": its spread is negative
     wide = spread > spec.cleaning.max_spread_increments + 1e-9
-    reason = pl.when(reason.is_null() & wide).then(pl.lit("wide_spread")).otherwise(reason)
+    reason = pl.when(reason.is_null() & wide).then(_code("wide_spread")).otherwise(reason)
     return reason, flag
 
 
@@ -293,7 +315,7 @@ def spike_reasons(
         ).alias("_spike"),
     )
     joined = base.join(verdict, on=_ROW, how="left", maintain_order="left")
-    reason = pl.when(pl.col("_spike").fill_null(False)).then(pl.lit("spike"))
+    reason = pl.when(pl.col("_spike").fill_null(False)).then(_code("spike"))
     if _REASON in lf.collect_schema():
         reason = pl.coalesce(pl.col(_REASON), reason)
     return joined.with_columns(reason.alias(_REASON)).drop(_ROW, "_x", "_spike")
@@ -310,7 +332,11 @@ def _raw(table: str) -> pl.Expr:
 def to_quarantine(lf: pl.LazyFrame, *, table: str, reason: str = _REASON) -> pl.LazyFrame:
     """Project rows carrying a reason column into the QUARANTINE schema."""
     return conform(
-        lf.with_columns(pl.lit(table).alias("table"), pl.col(reason).alias("reason"), _raw(table)),
+        lf.with_columns(
+            pl.lit(table).alias("table"),
+            pl.col(reason).replace_strict(CODES, return_dtype=pl.String).alias("reason"),
+            _raw(table),
+        ),
         QUARANTINE,
     )
 
