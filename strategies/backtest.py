@@ -68,6 +68,8 @@ STRATEGIES: dict[str, Params] = {
     "vol-target": VolTargetParams(),
     "energy-filter": EnergyFilterParams(),
 }
+# statistical baselines that share the forecasts file; never the default model to trade
+STATISTICAL_MODELS = {"random_walk", "ar", "har", "garch", "zero"}
 BAR_COLUMNS = ["ts_event", "ts_close", "open", "close", "bid_open", "ask_open"]
 
 
@@ -495,7 +497,7 @@ def run_backtest(
         the forecasts carry energy).
     model
         Which model's forecasts to trade; default the only one, else ``hmld`` if present,
-        else the first in sorted order.
+        else the first that is not a statistical baseline (the CLI passes the run's model).
     n_trials
         Trials for the deflated Sharpe ratio; default the number of strategies run.
     trial_sharpes
@@ -519,6 +521,7 @@ def run_backtest(
     models = sorted(forecasts.get_column("model").unique().to_list())
     if model is None:
         model = models[0] if len(models) == 1 else ("hmld" if "hmld" in models else models[0])
+        model = next((m for m in models if m not in STATISTICAL_MODELS), model)
     if model not in models and not forecasts.is_empty():
         raise BacktestInputError(f"forecasts: no model '{model}' (have {models})")
     mine = forecasts.filter(pl.col("model") == model).sort("ts_event")
@@ -984,6 +987,14 @@ def _run_cli(args: argparse.Namespace) -> BacktestResult:
         if not (args.optuna_storage and args.optuna_study):
             raise BacktestInputError("--optuna-storage and --optuna-study go together")
         n_trials, trial_sharpes = optuna_trials(args.optuna_storage, args.optuna_study)
+    model = args.model
+    if model is None and (run / "config.json").is_file():
+        try:
+            model = json.loads((run / "config.json").read_text()).get("model")
+        except (json.JSONDecodeError, AttributeError):
+            model = None
+        have = set(forecasts.get_column("model").unique().to_list())
+        model = model if model in have else None
     strategies = None
     if args.strategy:
         strategies = {name: STRATEGIES[name] for name in dict.fromkeys(args.strategy)}
@@ -999,7 +1010,7 @@ def _run_cli(args: argparse.Namespace) -> BacktestResult:
         bars,
         spec,
         strategies=strategies,
-        model=args.model,
+        model=model,
         config=config,
         n_trials=n_trials,
         trial_sharpes=trial_sharpes,
