@@ -221,3 +221,26 @@ def test_writer_killed_after_its_commit_point_is_rolled_forward(tmp_path):
     want = expected.scan("quotes", "EURUSD", lineage=True).collect()
     assert got.equals(want)
     assert all(len(p.files) == 1 for p in killed.partitions("quotes", "EURUSD"))
+
+
+def test_quarantine_rows_without_a_timestamp_go_to_date_none(tmp_path):
+    store = Store(tmp_path)
+    rows = pl.DataFrame(
+        {
+            "table": ["quotes", "quotes"],
+            "instrument_id": ["EURUSD", "EURUSD"],
+            "ts_event": [None, DAY0],
+            "reason": ["malformed_line", "crossed_quote"],
+            "source_file": ["f.csv", "f.csv"],
+            "source_line": [1, 2],
+            "raw": ["garbage", "x"],
+        },
+        schema_overrides={"ts_event": pl.Int64},
+    )
+    store.write("quarantine", rows, instrument_id="EURUSD")
+    assert [p.date for p in store.partitions("quarantine", "EURUSD")] == ["2014-05-01", "none"]
+    assert store.scan("quarantine", "EURUSD").collect().height == 2
+    ranged = store.scan("quarantine", "EURUSD", start="2014-05-01").collect()
+    assert ranged["reason"].to_list() == ["crossed_quote"]
+    store.write("quarantine", rows, instrument_id="EURUSD")  # idempotent, nulls included
+    assert store.scan("quarantine", "EURUSD").collect().height == 2
