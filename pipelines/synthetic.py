@@ -332,17 +332,20 @@ def default_store(
     config = config or _default_config(instrument_id)
     spec = load_spec(instrument_id)
     stamp = root / f".{instrument_id}.json"
-    recipe = {
-        "instrument_id": instrument_id,
-        "start": DEFAULT_START,
-        "days": days,
-        "seed": seed,
-        "config": asdict(config),
-        "generator": "pipelines.synthetic.generate_quotes v1",
-    }
-    if stamp.is_file() and (root / MARKER).is_file():
-        if json.loads(stamp.read_text()) == recipe:
-            return root
+    recipe = json.dumps(
+        {
+            "instrument_id": instrument_id,
+            "start": DEFAULT_START,
+            "days": days,
+            "seed": seed,
+            "config": asdict(config),
+            "generator": "pipelines.synthetic.generate_quotes v1",
+        },
+        indent=1,
+        sort_keys=True,
+    )
+    if stamp.is_file() and (root / MARKER).is_file() and stamp.read_text() == recipe:
+        return root
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text(
         "Everything in this store is SYNTHETIC data made by pipelines.synthetic.generate_quotes;"
@@ -350,16 +353,17 @@ def default_store(
     )
     stamp.unlink(missing_ok=True)
     store = Store(root)
-    for table in ("quotes", "bars"):
-        shutil.rmtree(root / table / f"instrument_id={instrument_id}", ignore_errors=True)
+    for table in ("quotes", "bars"):  # a rebuild replaces the instrument's synthetic data
+        shutil.rmtree(store.table_dir(table, instrument_id), ignore_errors=True)
     start = dt.date.fromisoformat(DEFAULT_START)
     quotes = generate_quotes(
         spec, start=start, end=start + dt.timedelta(days=days), seed=seed, config=config
     )
-    store.write("quotes", quotes.lazy(), instrument_id=instrument_id)
-    bars = time_bars(quotes.lazy(), every="1m", spec=spec)
-    store.write("bars", bars, instrument_id=instrument_id)
-    stamp.write_text(json.dumps(recipe, indent=1))
+    bars = time_bars(quotes.lazy(), every="1m", spec=spec).collect()
+    with store.transaction() as tx:
+        tx.write("quotes", quotes, instrument_id=instrument_id)
+        tx.write("bars", bars, instrument_id=instrument_id)
+    stamp.write_text(recipe)
     return root
 
 

@@ -105,3 +105,28 @@ def test_turbulent_regimes_and_jumps_fatten_the_tails():
     assert kurtosis(generate_quotes(EURUSD, **kw)) > 3 * kurtosis(
         generate_quotes(EURUSD, config=calm, **kw)
     )
+
+
+def test_default_store_builds_once_marks_synthetic_and_serves_bars(tmp_path):
+    from data_specs import BARS
+    from pipelines.store import Store
+    from pipelines.synthetic import MARKER, default_store
+
+    root = default_store(tmp_path / "synthetic", instrument_id="EURUSD", days=7)
+    assert (root / MARKER).is_file()
+    assert "SYNTHETIC" in (root / MARKER).read_text()
+    store = Store(root)
+    bars = store.scan("bars", "EURUSD").collect()
+    quotes = store.scan("quotes", "EURUSD").collect()
+    assert bars.schema == BARS and bars["ts_event"].is_sorted()
+    assert bars["tick_count"].sum() == quotes.height
+    # 2024-01-01..08: Mon-Fri trading days plus Sunday evening -> ~5 days of minutes
+    assert 5 * 1440 - 60 <= bars.height <= 6 * 1440
+    # a second call with the same arguments is served from disk, unchanged
+    files = sorted(p.stat().st_mtime_ns for p in root.rglob("*.parquet"))
+    assert default_store(root, instrument_id="EURUSD", days=7) == root
+    assert sorted(p.stat().st_mtime_ns for p in root.rglob("*.parquet")) == files
+    # other arguments rebuild that instrument (no rows of the old build remain)
+    default_store(root, instrument_id="EURUSD", days=3, seed=1)
+    rebuilt = store.scan("bars", "EURUSD").collect()
+    assert rebuilt.height < bars.height and not rebuilt.equals(bars.head(rebuilt.height))
