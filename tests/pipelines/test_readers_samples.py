@@ -290,3 +290,25 @@ def test_dukascopy_hour_and_day_candles(shared_data, relative, rows, duration):
     assert frame.height == rows
     assert_bars_consistent(frame, duration)
     assert frame["close"].is_between(1.08, 1.26).all()
+
+
+def test_databento_numpy_records_match_the_databento_dbn_record_objects(shared_data):
+    """The fast path (NumPy view of the records) equals the reference (dbn record objects)."""
+    from pipelines.readers.databento import read_databento
+
+    paths = sorted((shared_data / DBN).glob("*.dbn.zst"))
+    paths += sorted((shared_data / "databento-python/GLBX.MDP3").glob("*.dbn.zst"))
+    compared = 0
+    for path in paths:
+        if any(kind in path.name for kind in ("definition", "statistics", "status")):
+            continue
+        tables = [None] + (
+            ["trades"] if any(k in path.name for k in ("mbo", "mbp", "tbbo")) else []
+        )
+        for table in tables:
+            fast = read_databento(path, spec=ES, table=table, engine="numpy")
+            slow = read_databento(path, spec=ES, table=table, engine="records")
+            assert fast.frame.collect().equals(slow.frame.collect()), (path.name, table)
+            assert (fast.rows_in, fast.skipped) == (slow.rows_in, slow.skipped)
+            compared += 1
+    assert compared >= 20
