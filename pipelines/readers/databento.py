@@ -129,6 +129,7 @@ RECORD_DTYPES = {
     "bbo-1m": np.dtype(_BBO),
     **{schema: np.dtype(_OHLCV) for schema in BAR_SCHEMAS},
 }
+_OBJECT_DTYPES = {"ts_event": np.uint64, "ts_recv": np.uint64, "order_id": np.uint64}
 # the columns each use needs
 _BOOK = ("bid_px_00", "ask_px_00", "bid_sz_00", "ask_sz_00")
 COLUMNS = {
@@ -172,12 +173,6 @@ def _decode_objects(raw: bytes, path: Path) -> list:
     if leftover:
         raise PipelineError(f"truncated DBN file ({leftover} bytes of a partial record)", path=path)
     return records
-
-
-def decode(path: str | Path) -> tuple[dbn.Metadata, list]:
-    """Return the metadata and the record objects of a DBN file (zstd-compressed or not)."""
-    records = _decode_objects(_raw_bytes(Path(path)), Path(path))
-    return records[0], records[1:]
 
 
 def decode_columns(
@@ -238,11 +233,8 @@ def _object_columns(records: list, names) -> dict[str, np.ndarray]:
         if name in ("action", "side"):
             columns[name] = np.array([str(v) for v in values], dtype="U1")
         else:
-            columns[name] = np.array(values, dtype=RECORD_DTYPES_FIELD.get(name, np.int64))
+            columns[name] = np.array(values, dtype=_OBJECT_DTYPES.get(name, np.int64))
     return columns
-
-
-RECORD_DTYPES_FIELD = {"ts_event": np.uint64, "ts_recv": np.uint64, "order_id": np.uint64}
 
 
 def instrument_ids(metadata: dbn.Metadata, spec: InstrumentSpec, path: str | Path) -> set[int]:
