@@ -315,3 +315,18 @@ def test_rows_in_equal_kept_plus_quarantined_on_real_fxcm_day(shared_data):
     assert by_reason["crossed_quote"] == crossed  # spec EURUSD: crossed -> drop
     assert kept["ts_event"].is_sorted()
     assert (kept["ask_price"] - kept["bid_price"] > -0.5 * INC).all()
+
+
+def test_materializing_checkpoints_give_the_same_split_as_the_lazy_plan():
+    rows = random_walk(2000, 5, spikes=[(500, 400 * INC), (1500, -400 * INC)])
+    rows[100] = (rows[100][0], rows[100][2], rows[100][1])  # crossed
+    rows[200] = rows[199]  # duplicate
+    lazy = clean(quotes(rows), table="quotes", spec=SPEC)
+    eager = clean(
+        quotes(rows), table="quotes", spec=SPEC, checkpoint=lambda lf: lf.collect().lazy()
+    )
+    for a, b in zip(
+        pl.collect_all([lazy.kept, lazy.rejected]), [eager.kept.collect(), eager.rejected.collect()]
+    ):
+        assert a.equals(b)
+    assert set(eager.rejected.collect()["reason"]) == {"crossed_quote", "duplicate", "spike"}
