@@ -6,7 +6,8 @@ curve is ``1 + cumsum(returns)`` and statistics add up across bars.
 - Sharpe ``mean / std * sqrt(P)`` with ``P = spec.periods_per_year(bar_seconds)``; Sortino uses
   the downside deviation ``sqrt(mean(min(r, 0)^2))``.
 - Max drawdown ``min(equity / cummax(equity) - 1)``; Calmar ``mean * P / |max drawdown|``.
-- Turnover ``sum |position[t] - position[t-1]| / n * P`` (capital traded per year).
+- Turnover ``sum |position[t] - position[t-1]| / n * P`` (capital traded per year; the
+  bootstrap resamples the per-bar ``|position[t] - position[t-1]|``).
 - Hit rate: share of in-market bars with a positive return.
 - Probabilistic Sharpe ratio (Bailey & Lopez de Prado 2012), on the per-bar Sharpe ``s``::
 
@@ -70,11 +71,10 @@ def _calmar_rows(r: np.ndarray, periods_per_year: float) -> np.ndarray:
         return np.where(dd > 1e-15, annual / dd, 0.0)
 
 
-def _turnover_rows(position: np.ndarray, periods_per_year: float) -> np.ndarray:
-    if position.shape[1] < 2:
-        return np.zeros(position.shape[0])
-    steps = np.abs(np.diff(position, axis=1)).sum(axis=1) + np.abs(position[:, 0])
-    return steps / position.shape[1] * periods_per_year
+def _turnover_rows(traded: np.ndarray, periods_per_year: float) -> np.ndarray:
+    """``traded`` holds ``|position[k] - position[k-1]|`` per bar (resampled as is, so that
+    block boundaries do not invent trades)."""
+    return traded.mean(axis=1) * periods_per_year
 
 
 def _hit_rate_rows(r: np.ndarray, position: np.ndarray) -> np.ndarray:
@@ -150,7 +150,8 @@ def calmar(returns: np.ndarray, periods_per_year: float) -> float:
 
 def turnover(position: np.ndarray, periods_per_year: float) -> float:
     """Return the capital traded per year, ``sum |d position| / n * periods_per_year``."""
-    return float(_turnover_rows(np.asarray(position, float)[None], periods_per_year)[0])
+    traded = np.abs(np.diff(np.asarray(position, float), prepend=0.0))
+    return float(_turnover_rows(traded[None], periods_per_year)[0])
 
 
 def hit_rate(returns: np.ndarray, position: np.ndarray) -> float:
@@ -299,15 +300,16 @@ def scorecard(
     r = np.nan_to_num(np.asarray(returns, float))
     pos = np.nan_to_num(np.asarray(position, float))
     ppy = periods_per_year
+    traded = np.abs(np.diff(pos, prepend=0.0))
     row_stats: dict[str, Callable[..., np.ndarray]] = {
-        "sharpe": lambda r, p: _sharpe_rows(r, ppy),
-        "sortino": lambda r, p: _sortino_rows(r, ppy),
-        "max_drawdown": lambda r, p: _max_drawdown_rows(r),
-        "calmar": lambda r, p: _calmar_rows(r, ppy),
-        "turnover": lambda r, p: _turnover_rows(p, ppy),
-        "hit_rate": lambda r, p: _hit_rate_rows(r, p),
-        "psr": lambda r, p: _psr_rows(r),
-        "deflated_sharpe": lambda r, p: _dsr_rows(r, n_trials, trial_sharpes),
+        "sharpe": lambda r, p, t: _sharpe_rows(r, ppy),
+        "sortino": lambda r, p, t: _sortino_rows(r, ppy),
+        "max_drawdown": lambda r, p, t: _max_drawdown_rows(r),
+        "calmar": lambda r, p, t: _calmar_rows(r, ppy),
+        "turnover": lambda r, p, t: _turnover_rows(t, ppy),
+        "hit_rate": lambda r, p, t: _hit_rate_rows(r, p),
+        "psr": lambda r, p, t: _psr_rows(r),
+        "deflated_sharpe": lambda r, p, t: _dsr_rows(r, n_trials, trial_sharpes),
     }
     card: dict[str, float] = {"n_bars": int(len(r))}
     if len(r) == 0:
@@ -316,11 +318,11 @@ def scorecard(
         card.update(n_forecasts=0, mean_return=math.nan, annual_return=math.nan, exposure=0.0)
         return card
 
-    def all_stats(r2: np.ndarray, p2: np.ndarray) -> np.ndarray:
-        return np.stack([fn(r2, p2) for fn in row_stats.values()], axis=1)
+    def all_stats(r2: np.ndarray, p2: np.ndarray, t2: np.ndarray) -> np.ndarray:
+        return np.stack([fn(r2, p2, t2) for fn in row_stats.values()], axis=1)
 
-    point = all_stats(r[None], pos[None])[0]
-    boot = block_bootstrap(all_stats, (r, pos), n_boot=n_boot, seed=seed)
+    point = all_stats(r[None], pos[None], traded[None])[0]
+    boot = block_bootstrap(all_stats, (r, pos, traded), n_boot=n_boot, seed=seed)
     boot = boot.reshape(-1, len(row_stats))
     for j, name in enumerate(row_stats):
         low, high = _interval(boot[:, j], alpha)

@@ -74,11 +74,11 @@ def test_direction_auc_and_f1_match_scikit_learn_with_ties():
 def test_bootstrap_interval_brackets_the_point_and_covers_a_known_mean():
     rng = np.random.default_rng(3)
     r = rng.normal(0.001, 0.01, 2000)
-    position = np.ones_like(r)
+    position = np.repeat(np.sign(rng.normal(size=200)), 10)
     card = metrics.scorecard(r, position, periods_per_year=252, n_boot=300, seed=4)
-    for name in ("sharpe", "sortino", "max_drawdown", "hit_rate", "psr"):
+    for name in ("sharpe", "sortino", "max_drawdown", "hit_rate", "psr", "turnover"):
         assert card[f"{name}_ci_low"] <= card[name] <= card[f"{name}_ci_high"], name
-    true_sharpe = 0.001 / 0.01 * math.sqrt(252)
+    true_sharpe = 0.001 / 0.01 * math.sqrt(252)  # r are the strategy returns themselves
     assert card["sharpe_ci_low"] < true_sharpe < card["sharpe_ci_high"]
     assert math.isnan(card["auc"])
 
