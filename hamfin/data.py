@@ -122,6 +122,7 @@ class FeatureSet:
     horizon: int
     bar: str
     synthetic: bool
+    absent_features: tuple[str, ...] = ()  # features the source cannot provide (all null)
 
     @property
     def label_direction(self) -> np.ndarray:
@@ -215,6 +216,13 @@ def load_features(config: DataConfig) -> FeatureSet:
         )
         raise DataError(message)
     names = tuple(feature_columns(frame.drop("_r1")))
+    # Columns the source cannot provide (vendor bars carry no tick counts, spreads or intrabar
+    # variance) are null in every row: leave them out. Partial gaps are an error (below).
+    absent = tuple(n for n in names if frame[n].is_null().all() or frame[n].is_nan().all())
+    names = tuple(n for n in names if n not in absent)
+    if not names:
+        message = f"no usable features for {config.instrument}: every feature column is empty"
+        raise DataError(message)
     features = frame.select(names).to_numpy().astype(np.float64)
     check_finite(features, names, frame["ts_event"].to_numpy())
     fs = FeatureSet(
@@ -228,6 +236,7 @@ def load_features(config: DataConfig) -> FeatureSet:
         horizon=h,
         bar=config.bar,
         synthetic=synthetic,
+        absent_features=absent,
     )
     check_leakage(fs, threshold=config.leakage_threshold)
     return fs
@@ -371,8 +380,9 @@ class WindowSet(Dataset):
     standardized volatility.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, ends: np.ndarray, weights: np.ndarray,
-                 window: int) -> None:  # fmt: skip
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, ends: np.ndarray, weights: np.ndarray, window: int
+    ) -> None:
         self.x, self.y, self.window = x, y, window
         self.ends = torch.as_tensor(ends)
         self.weights = torch.as_tensor(weights)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -52,6 +53,13 @@ from hamfin.models import ENERGY_MODELS, MODEL_NAMES, ModelConfig
 from hamfin.statistical import BASELINES, fit_baselines
 from hamfin.system import EnergyMonitor, ForecastSystem, TrainConfig, predict_rows
 
+_QUIET_WARNINGS = (  # Lightning notes that say nothing about this run
+    ".*does not have many workers.*",
+    ".*is smaller than the logging interval.*",
+    ".*LeafSpec.*",
+    ".*exists and is not empty.*",
+    ".*was configured so 100% of the batches.*",
+)
 RUN_DIR_ENV = "HAMFIN_RUN_DIR"  # lets DDP worker processes find the run folder of rank 0
 RETURN_BASELINES = ("random_walk", "ar")  # DM on squared return error
 VOLATILITY_BASELINES = ("har", "garch")  # DM on QLIKE
@@ -168,9 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", default="runs", help="runs root (default: runs)")
     parser.add_argument(
-        "--resume", nargs="?", const="latest", default=None,
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
         help="continue an interrupted run: its .partial folder, or the latest one",
-    )  # fmt: skip
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
@@ -182,8 +193,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
     train = {}
-    for flag, name in (("max_epochs", "max_epochs"), ("devices", "devices"),
-                       ("strategy", "strategy"), ("seed", "seed")):  # fmt: skip
+    for flag, name in (
+        ("max_epochs", "max_epochs"),
+        ("devices", "devices"),
+        ("strategy", "strategy"),
+        ("seed", "seed"),
+    ):
         if getattr(args, flag) is not None:
             train[name] = getattr(args, flag)
     config = RunConfig(
@@ -284,6 +299,8 @@ def fit(
     """
     t = config.train
     seed = t.seed if seed is None else seed
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     L.seed_everything(seed, workers=True, verbose=False)
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -291,16 +308,24 @@ def fit(
     ckpt_dir = fold_dir / "checkpoints"
     has_val = len(datamodule.sets["val"]) > 0
     last = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=ckpt_dir, filename="step{step}", every_n_train_steps=t.checkpoint_every_n_steps,
-        save_top_k=0, save_last=True, save_on_train_epoch_end=True,
-    )  # fmt: skip
+        dirpath=ckpt_dir,
+        filename="step{step}",
+        every_n_train_steps=t.checkpoint_every_n_steps,
+        save_top_k=0,
+        save_last=True,
+        save_on_train_epoch_end=True,
+    )
     cbs: list[L.Callback] = [last, EnergyMonitor(), *callbacks]
     best = None
     if has_val:
         best = L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
+            dirpath=ckpt_dir,
+            filename="best",
+            monitor="val_loss",
+            mode="min",
+            save_top_k=1,
             enable_version_counter=False,
-        )  # fmt: skip
+        )
         cbs += [best, L.pytorch.callbacks.EarlyStopping("val_loss", patience=t.patience)]
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
@@ -321,8 +346,8 @@ def fit(
     )
     ckpt_path = ckpt_dir / "last.ckpt"
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+        for pattern in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", pattern)
         resume_from = str(ckpt_path) if resume and ckpt_path.exists() else None
         trainer.fit(system, datamodule=datamodule, ckpt_path=resume_from)
     best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
@@ -348,9 +373,13 @@ def _qlike_mean(realized_vol: np.ndarray, predicted_vol: np.ndarray) -> float:
 
 
 def score_fold(
-    forecasts: dict[str, dict], realized_return: np.ndarray, realized_vol: np.ndarray, *,
-    horizon: int, seed: int,
-) -> dict[str, dict]:  # fmt: skip
+    forecasts: dict[str, dict],
+    realized_return: np.ndarray,
+    realized_vol: np.ndarray,
+    *,
+    horizon: int,
+    seed: int,
+) -> dict[str, dict]:
     """Score each model's forecasts of one fold; DM p-values against each baseline.
 
     ``dm_pvalue[b]`` uses squared return error for return baselines (random_walk, ar) and QLIKE
@@ -363,7 +392,7 @@ def score_fold(
             "return": squared_error(realized_return, f["predicted_return"]),
             "volatility": qlike_loss(
                 realized_vol[positive_vol], f["predicted_volatility"][positive_vol]
-            ),  # fmt: skip
+            ),
         }
     scores = {}
     for name, f in forecasts.items():
@@ -397,8 +426,10 @@ def scorecard(metrics: dict) -> str:
     for model, folds in metrics["models"].items():
         for fold, row in folds.items():
             ci = f"{_fmt(row['auc'])} [{_fmt(row['auc_ci_low'])}, {_fmt(row['auc_ci_high'])}]"
-            dm = " / ".join(_fmt(row["dm_pvalue"].get(b), ".3f") if b in row["dm_pvalue"]
-                            else "  -  " for b in BASELINES)  # fmt: skip
+            dm = " / ".join(
+                _fmt(row["dm_pvalue"].get(b), ".3f") if b in row["dm_pvalue"] else "  -  "
+                for b in BASELINES
+            )
             lines.append(
                 f"{model:<14}{fold:>4}{row['n']:>7}  {ci:<22}{_fmt(row['accuracy']):>6}"
                 f"{_fmt(row['f1'], '.2f'):>6}{_fmt(row['mse'], '.2e'):>10}"
@@ -418,9 +449,13 @@ def _fold_forecasts(fs: FeatureSet, dm: TickDataModule, pred: dict, config: RunC
     rows = pred["rows"]
     forecasts = {config.model: pred}
     baselines = fit_baselines(
-        fs.returns, fs.label_volatility, dm.fold.train, rows, horizon=fs.horizon,
+        fs.returns,
+        fs.label_volatility,
+        dm.fold.train,
+        rows,
+        horizon=fs.horizon,
         bars_per_day=fs.bars_per_day,
-    )  # fmt: skip
+    )
     for name, b in baselines.items():
         forecasts[name] = {
             "rows": rows,
@@ -486,8 +521,10 @@ def run(argv: typing.Sequence[str] | None = None, *, callbacks=()) -> Path:
     validate(config)
     fs = load_features(config.data)
     folds = make_folds(fs, config.data)
-    modules = [TickDataModule(fs, fold, config.data, seed=config.train.seed + k)
-               for k, fold in enumerate(folds)]  # fmt: skip
+    modules = [
+        TickDataModule(fs, fold, config.data, seed=config.train.seed + k)
+        for k, fold in enumerate(folds)
+    ]
     # validated: from here on we write
     rank = _rank()
     if partial is None:
@@ -507,8 +544,14 @@ def run(argv: typing.Sequence[str] | None = None, *, callbacks=()) -> Path:
                 pred = {key: saved[key] for key in saved.files}
                 meta = json.loads((fold_dir / "fit.json").read_text())
             else:
-                result = fit(config, dm, fold_dir=fold_dir, seed=config.train.seed + k,
-                             callbacks=callbacks, resume=resume)  # fmt: skip
+                result = fit(
+                    config,
+                    dm,
+                    fold_dir=fold_dir,
+                    seed=config.train.seed + k,
+                    callbacks=callbacks,
+                    resume=resume,
+                )
                 pred = predict_rows(result.system.model.cpu(), dm.sets["test"], dm.scales)
                 meta = {"epochs": result.epochs, "best_val_loss": result.best_val_loss}
                 if rank == 0:
@@ -525,6 +568,7 @@ def run(argv: typing.Sequence[str] | None = None, *, callbacks=()) -> Path:
             "model": config.model,
             "n_bars": int(fs.ts_event.size),
             "features": list(fs.feature_names),
+            "absent_features": list(fs.absent_features),
             "folds": [],
             "models": {},
         }
@@ -533,9 +577,12 @@ def run(argv: typing.Sequence[str] | None = None, *, callbacks=()) -> Path:
             forecasts = _fold_forecasts(fs, dm, pred, config)
             rows = pred["rows"]
             scores = score_fold(
-                forecasts, fs.label_return[rows], fs.label_volatility[rows],
-                horizon=fs.horizon, seed=config.train.seed + k,
-            )  # fmt: skip
+                forecasts,
+                fs.label_return[rows],
+                fs.label_volatility[rows],
+                horizon=fs.horizon,
+                seed=config.train.seed + k,
+            )
             for name, row in scores.items():
                 metrics["models"].setdefault(name, {})[str(k)] = row
             metrics["folds"].append(
@@ -548,7 +595,7 @@ def run(argv: typing.Sequence[str] | None = None, *, callbacks=()) -> Path:
                     "test_end": _iso(fs.ts_event[rows[-1:]]),
                     **fold_meta[k],
                 }
-            )  # fmt: skip
+            )
             frames.append(_forecast_frame(fs, k, forecasts, config))
         forecasts_frame = conform(pl.concat(frames), FORECASTS)
         check_schema(forecasts_frame, FORECASTS, what="forecasts.parquet")

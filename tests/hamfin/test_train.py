@@ -1,0 +1,199 @@
+"""The training CLI end to end on tiny data: outputs, bad input, resume, DDP, honesty."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import polars as pl
+import pytest
+
+from data_specs import FORECASTS, check_schema
+from hamfin import train
+from hamfin.data import DataConfig, TickDataModule, load_features, make_folds
+from hamfin.metrics import auc_with_ci
+from hamfin.statistical import BASELINES
+from hamfin.system import predict_rows
+from tests.hamfin.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _argv(store: Path, out: Path, *extra: str) -> list[str]:
+    return ["--instrument", "EURUSD", "--store", str(store), "--out", str(out), *TINY, *extra]
+
+
+def test_a_run_writes_config_metrics_forecasts_and_prints_the_folder_last(
+    bars_store, tmp_path, capsys
+):
+    assert train.main(_argv(bars_store, tmp_path)) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    run_dir = Path(printed[-1])
+    assert run_dir.parent == tmp_path / "EURUSD" and run_dir.is_dir()
+    assert any("AUC" in line for line in printed)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == "hmld" and config["data"]["window"] == 16
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"hmld", *BASELINES}
+    for fold in ("0", "1"):
+        row = metrics["models"]["hmld"][fold]
+        for key in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "f1", "mse", "qlike"):
+            assert isinstance(row[key], float)
+        assert row["auc_ci_low"] <= row["auc"] <= row["auc_ci_high"]
+        assert set(row["dm_pvalue"]) == set(BASELINES)
+    forecasts = pl.read_parquet(run_dir / "forecasts.parquet")
+    check_schema(forecasts, FORECASTS, what="forecasts")
+    assert forecasts.columns == list(FORECASTS)
+    hmld = forecasts.filter(pl.col("model") == "hmld")
+    assert hmld["energy"].list.len().unique().to_list() == [1]  # one layer
+    assert forecasts.filter(pl.col("model") == "ar")["energy"].list.len().max() == 0
+    assert not forecasts["synthetic"].any()  # a user store, not the built-in one
+    assert (forecasts["direction_prob"].is_between(0, 1)).all()
+    assert (forecasts["predicted_volatility"] > 0).all()
+    assert list(run_dir.glob("fold_0/checkpoints/*.ckpt"))
+    assert not list((tmp_path / "EURUSD").glob(".*.partial"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--instrument", "XXXYYY"], "unknown instrument 'XXXYYY'"),
+        (["--start", "2024-01-03", "--end", "2024-01-03"], "empty time range|no EURUSD data"),
+        (["--start", "2024-01-03", "--end", "2024-01-03T12:00"], "only .* usable 5m bars"),
+        (["--set", "no_such_key=1"], "--set no_such_key: unknown key"),
+        (["--set", "window=big"], "--set window=big: expected int"),
+        (["--set", "hmld_mode=chaotic"], "expected one of dissipative"),
+        (["--bar", "7x"], "bad bar length '7x'"),
+        (["--model", "gru"], "invalid choice: 'gru'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    bars_store, tmp_path, capsys, extra, message
+):
+    argv = _argv(bars_store, tmp_path / "runs", *extra)
+    if "--instrument" in extra:
+        argv = argv[2:]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert re.search(message, err[0]), err[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_store_without_the_instrument_is_one_line_exit_2(quotes_store, tmp_path, capsys):
+    argv = ["--instrument", "EURUSD", "--store", str(quotes_store), "--out", str(tmp_path / "r")]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no bars or quotes for instrument EURUSD" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+class CrashAfter(L.Callback):
+    """Raise in the middle of an epoch after ``steps`` optimizer steps (a simulated kill)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step >= self.steps:
+            raise _Crash(f"killed at step {trainer.global_step}")
+
+
+def _numbers(metrics: dict) -> dict:
+    return {
+        m: {f: {k: v for k, v in row.items() if k != "n"} for f, row in folds.items()}
+        for m, folds in metrics["models"].items()
+    }
+
+
+@pytest.mark.slow
+def test_resume_after_a_mid_epoch_kill_gives_the_uninterrupted_result(bars_store, tmp_path):
+    extra = ["--model", "lstm", "--max-epochs", "2", "--set", "n_folds=1"]
+    reference = train.run(_argv(bars_store, tmp_path / "a", *extra))
+    out = tmp_path / "b"
+    with pytest.raises(_Crash):
+        train.run(_argv(bars_store, out, *extra), callbacks=[CrashAfter(steps=10)])
+    partial = list((out / "EURUSD").glob(".*.partial"))
+    assert len(partial) == 1 and (partial[0] / "fold_0/checkpoints/last.ckpt").exists()
+    resumed = train.run(_argv(bars_store, out, *extra, "--resume"))
+    assert resumed.is_dir() and not partial[0].exists()
+    a = json.loads((reference / "metrics.json").read_text())
+    b = json.loads((resumed / "metrics.json").read_text())
+    assert _numbers(a) == _numbers(b)
+    assert a["folds"][0]["epochs"] == b["folds"][0]["epochs"]
+
+
+def test_labels_shuffled_in_time_give_an_auc_within_noise_of_one_half(bars_store, tmp_path):
+    config = train.RunConfig(
+        model="lstm",
+        data=DataConfig(
+            store=str(bars_store),
+            bar="5m",
+            window=16,
+            span=8,
+            n_folds=1,
+            min_bars=200,
+            train_min=0.5,
+        ),
+        train=train.TrainConfig(max_epochs=2),
+        model_config=train.ModelConfig(d_model=8, n_layers=1),
+    )
+    fs = load_features(config.data)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(fs.ts_event.size)
+    import dataclasses
+
+    shuffled = dataclasses.replace(
+        fs, label_return=fs.label_return[perm], label_volatility=fs.label_volatility[perm]
+    )
+    fold = make_folds(shuffled, config.data)[0]
+    dm = TickDataModule(shuffled, fold, config.data)
+    result = train.fit(config, dm, fold_dir=tmp_path)
+    pred = predict_rows(result.system.model, dm.sets["test"], dm.scales)
+    labels = shuffled.label_return[pred["rows"]] > 0
+    value, low, high = auc_with_ci(labels, pred["direction_prob"])
+    n = labels.size
+    assert abs(value - 0.5) < 3 * 0.5 / np.sqrt(n / 2), (value, n)  # ~3 standard errors
+    assert low < 0.5 < high or abs(value - 0.5) < 0.03
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes_on_gloo_completes_one_run(bars_store, tmp_path):
+    argv = _argv(bars_store, tmp_path, "--model", "lstm", "--devices", "2", "--strategy", "ddp")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop(train.RUN_DIR_ENV, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hamfin.train", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["models"]["lstm"]) == {"0", "1"}
+    assert "world_size=2" in proc.stderr or "distributed_backend=gloo" in proc.stderr
+    assert len(list((tmp_path / "EURUSD").iterdir())) == 1  # one run folder, not one per rank
+
+
+def test_set_overrides_are_type_checked_against_the_frozen_configs():
+    config = train.apply_overrides(
+        train.RunConfig(),
+        ["lr=0.01", "model.d_model=16", "data.store=none", "precision=bf16-mixed"],
+    )
+    assert config.train.lr == 0.01 and config.model_config.d_model == 16
+    assert config.data.store is None and config.train.precision == "bf16-mixed"
+    with pytest.raises(train.UsageError, match="unknown key"):
+        train.apply_overrides(train.RunConfig(), ["train.d_model=3"])
