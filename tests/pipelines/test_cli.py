@@ -127,3 +127,29 @@ def test_a_corrupt_file_fails_ingest_with_exit_2_and_writes_nothing(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     assert "20140505_quote.zip" in done.stderr
     assert not any((tmp_path / "store").glob("*/instrument_id=*"))
+
+
+def test_bench_writes_the_interface_keys_on_a_one_day_sample(tmp_path, shared_data):
+    data = tmp_path / "data"
+    (data / FXCM).mkdir(parents=True)
+    (data / FXCM / "20140504_quote.zip").write_bytes(
+        (shared_data / FXCM / "20140504_quote.zip").read_bytes()
+    )
+    out = tmp_path / "bench.json"
+    done = cli("bench", "--json", str(out), "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())
+    for key in (
+        "ticks",
+        "ticks_per_s",
+        "io_floor_ticks_per_s",
+        "pandas_ticks_per_s",
+        "speedup_vs_pandas",
+        "peak_rss_mb",
+    ):
+        assert figures[key] > 0, key
+    jobs = figures["jobs"]
+    assert figures["ticks"] == jobs["io_floor"]["ticks"] == jobs["pandas"]["ticks"]
+    # the pandas job cleans by the same rules: same rows kept and quarantined
+    assert jobs["pandas"]["rows_stored"] == jobs["pipeline"]["rows_stored"]
+    assert jobs["pandas"]["bars"] == jobs["pipeline"]["bars"]
