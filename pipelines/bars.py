@@ -123,14 +123,13 @@ def time_bars(
         offset = f"{hours * 60 + minutes - 24 * 60}m"
     else:
         tz, offset = "UTC", None
+    window = pl.from_epoch("ts_event", time_unit="ns")  # naive = UTC wall clock
+    if tz != "UTC":
+        window = window.dt.replace_time_zone("UTC").dt.convert_time_zone(tz)
+    # sorting on time alone also orders each instrument's ticks (cheaper than a string key)
     frame = (
-        quotes_lf.with_columns(
-            pl.from_epoch("ts_event", time_unit="ns")
-            .dt.replace_time_zone("UTC")
-            .dt.convert_time_zone(tz)
-            .alias("_window")
-        )
-        .sort("instrument_id", "ts_event")
+        quotes_lf.with_columns(window.alias("_window"))
+        .sort("ts_event")
         .group_by_dynamic(
             "_window",
             every=every,
@@ -154,7 +153,7 @@ def _bars_by_id(lf: pl.LazyFrame, bar_id: pl.Expr) -> pl.LazyFrame:
     """Group consecutive ticks of each instrument by ``bar_id`` (computed over sorted ticks)."""
     lf, aggs = _canonical(lf)
     frame = (
-        lf.sort("instrument_id", "ts_event")
+        lf.sort("ts_event")
         .with_columns(bar_id.over("instrument_id").alias("_bar"))
         .group_by("instrument_id", "_bar", maintain_order=True)
         .agg(
