@@ -44,6 +44,7 @@ are upcast on load and the outputs cast back to ``f.dtype``.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 
@@ -468,9 +469,15 @@ def _interpreting() -> bool:
     return isinstance(_fwd_kernel, InterpretedFunction)
 
 
+@functools.cache
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (1 for the CPU interpreter)."""
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return _cuda_sm_count(device.index if device.index is not None else 0)
     return 1
 
 
@@ -690,8 +697,9 @@ def scan_triton(f, dt, gamma, k, m, state=None, *, chunk_size=64):
     state : Tensor, optional
         Initial (q, p), (B, D, 2); zeros when None.
     chunk_size : int
-        Steps per chunk (a power of two): the tile height, and the spacing of the states the
-        forward saves for the backward.
+        Steps per chunk: the tile height, and the spacing of the states the forward saves for
+        the backward. Rounded up to a power of two in [2, 1024] (results do not depend on it
+        beyond round-off).
 
     Returns
     -------
@@ -705,7 +713,10 @@ def scan_triton(f, dt, gamma, k, m, state=None, *, chunk_size=64):
     Needs CUDA tensors, or CPU tensors when Triton's interpreter is on (``TRITON_INTERPRET=1``
     set before triton is first imported). Few sequences (small B·D) take the segmented forward.
     """
-    return _scan_triton(f, dt, gamma, k, m, state, chunk_size=chunk_size)
+    if int(chunk_size) < 1:
+        raise ValueError(f"scan_triton: chunk_size must be >= 1, got {chunk_size}")
+    chunk = min(1024, max(2, 1 << (int(chunk_size) - 1).bit_length()))
+    return _scan_triton(f, dt, gamma, k, m, state, chunk_size=chunk)
 
 
 def _time_cuda(fn, *, warmup: int, reps: int) -> float:
