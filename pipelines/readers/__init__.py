@@ -57,7 +57,7 @@ TICK_FORMATS = ("truefx", "histdata", "dukascopy", "dukascopy-bi5", "lean", "dat
 BAR_FORMATS = ("lean-bars", "dukascopy-candles", "histdata-bars", "csv-bars")
 FORMATS = [*TICK_FORMATS, *BAR_FORMATS]
 _TZ_FORMATS = {"truefx", "histdata", "lean", "csv", "lean-bars", "histdata-bars", "csv-bars"}
-_CONTRACT_FORMATS = {"lean", "lean-bars"}
+_CONTRACT_FORMATS = {"lean", "lean-bars", "databento"}
 
 __all__ = ["BAR_FORMATS", "FORMATS", "TICK_FORMATS", "ReadResult", "read"]
 
@@ -87,8 +87,9 @@ def read(
     tz
         Override the vendor's clock (fixed offset such as ``"UTC-05"`` or an IANA zone).
     contract
-        LEAN futures zips with one member per contract: ``None`` (most active), ``"all"``,
-        or ``"YYYYMM"``.
+        Files holding several contracts of a futures root: ``None`` reads the most active one,
+        ``"all"`` every one; LEAN zips take ``"YYYYMM"``, Databento files a raw symbol
+        (``"ESU4"``).
     table
         ``databento`` only: ``"trades"`` reads the trade records of an mbp-1, tbbo or mbo file
         (default: quotes from book schemas, trades from ``trades``, bars from ``ohlcv-*``).
@@ -107,7 +108,8 @@ def read(
     if tz is not None and fmt not in _TZ_FORMATS:
         raise PipelineError(f"tz= does not apply to fmt={fmt!r} (its clock is fixed)", path=path)
     if contract is not None and fmt not in _CONTRACT_FORMATS:
-        raise PipelineError(f"contract= applies only to LEAN formats, not {fmt!r}", path=path)
+        message = f"contract= applies only to LEAN and Databento formats, not {fmt!r}"
+        raise PipelineError(message, path=path)
     if table is not None and fmt != "databento":
         raise PipelineError(f"table= applies only to fmt='databento', not {fmt!r}", path=path)
     if column_map is not None and fmt not in {"csv", "csv-bars"}:
@@ -159,4 +161,4 @@ def _dispatch(path, *, fmt, spec, column_map, tz, contract, table) -> ReadResult
         return read_generic(path, spec=spec, column_map=column_map, bars=fmt == "csv-bars", tz=tz)
     from pipelines.readers.databento import read_databento
 
-    return read_databento(path, spec=spec, table=table)
+    return read_databento(path, spec=spec, table=table, contract=contract)

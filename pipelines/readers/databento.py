@@ -23,8 +23,10 @@ instead: it is the reference the NumPy path is tested against, and the fallback 
 mix record types.
 Records are mapped to the spec through the file's symbology: raw symbols such as ``ESU4`` must
 be the spec's futures root plus a contract month (``ES`` + ``U4``) or a parent/continuous symbol
-(``ES.FUT``, ``ES.c.0``); records of other instruments are skipped (counted in ``skipped``), and a
-file with no symbol of the spec's root is refused. Trade aggressor: ``B`` buy, ``A`` (ask side
+(``ES.FUT``, ``ES.c.0``; a parent symbol also maps spreads, which are then kept); records of other
+instruments are skipped (counted in ``skipped``), and a file with no symbol of the spec's root is
+refused. Of several contracts of the root only the most active is read unless ``contract=`` says
+``"all"`` or names one (``"ESU4"``). Trade aggressor: ``B`` buy, ``A`` (ask side
 initiated a sell) -> ``S``, else ``N``. ``source_line`` is the 1-based record number.
 """
 
@@ -237,8 +239,14 @@ def _object_columns(records: list, names) -> dict[str, np.ndarray]:
     return columns
 
 
-def instrument_ids(metadata: dbn.Metadata, spec: InstrumentSpec, path: str | Path) -> set[int]:
-    """Return the DBN instrument ids whose symbols belong to ``spec``; refuse if there are none."""
+def instrument_ids(
+    metadata: dbn.Metadata, spec: InstrumentSpec, path: str | Path
+) -> dict[str, set[int]]:
+    """Return symbol -> DBN instrument ids for the symbols of ``spec``; refuse if there are none.
+
+    An empty id set means the file has no symbology to map through (its records are taken as
+    that symbol's).
+    """
     if spec.contract is None:
         message = f"wrong instrument: Databento files hold futures, {spec.instrument_id} is FX"
         raise PipelineError(message, path=path)
@@ -257,22 +265,55 @@ def instrument_ids(metadata: dbn.Metadata, spec: InstrumentSpec, path: str | Pat
         held = ", ".join(symbols) or "no symbols"
         message = f"wrong instrument: the file holds {held}, the spec root is {spec.contract.root}"
         raise PipelineError(message, path=path)
-    ids: set[int] = set()
+    ids: dict[str, set[int]] = {}
     for symbol in matching:
+        ids[symbol] = set()
         for interval in mappings.get(symbol, []):
             value = interval["symbol"] if isinstance(interval, dict) else interval.symbol
             if str(value).isdigit():
-                ids.add(int(value))
+                ids[symbol].add(int(value))
     return ids
 
 
+def choose_symbols(
+    ids: dict[str, set[int]], instrument: np.ndarray, contract: str | None, path: str | Path
+) -> set[int]:
+    """Return the instrument ids to keep: one contract unless ``contract="all"``.
+
+    ``contract=None`` keeps the symbol with the most records (the most active contract), so
+    prices of different expiries are never mixed under one instrument id; ``"all"`` keeps every
+    symbol of the spec's root; a raw symbol (``"ESU4"``) keeps that one.
+    """
+    if contract == "all":
+        return set().union(*ids.values())
+    if contract is not None:
+        if contract not in ids:
+            have = ", ".join(sorted(ids))
+            raise PipelineError(f"no symbol {contract} in the file (has {have})", path=path)
+        return ids[contract]
+    if len(ids) == 1:
+        return next(iter(ids.values()))
+    counts = {s: int(np.isin(instrument, np.fromiter(v, np.int64)).sum()) for s, v in ids.items()}
+    return ids[max(sorted(counts), key=lambda s: counts[s])]
+
+
 def read_databento(
-    path: str | Path, *, spec: InstrumentSpec, table: str | None = None, engine: str = "numpy"
+    path: str | Path,
+    *,
+    spec: InstrumentSpec,
+    table: str | None = None,
+    contract: str | None = None,
+    engine: str = "numpy",
 ) -> ReadResult:
-    """Read a DBN file into QUOTES, TRADES or BARS (see the module doc)."""
+    """Read a DBN file into QUOTES, TRADES or BARS (see the module doc).
+
+    ``contract`` picks among several symbols of the spec's root (see ``choose_symbols``).
+    """
     metadata, columns = decode_columns(path, engine=engine)
     schema = str(metadata.schema) if metadata.schema is not None else ""
-    ids = instrument_ids(metadata, spec, path)
+    ids = choose_symbols(
+        instrument_ids(metadata, spec, path), columns["instrument_id"], contract, path
+    )
     total = len(columns["instrument_id"])
     line = np.arange(1, total + 1, dtype=np.int64)
     if ids:  # without symbology to map through, every record is the spec's symbol

@@ -312,3 +312,10 @@ def test_databento_numpy_records_match_the_databento_dbn_record_objects(shared_d
             assert (fast.rows_in, fast.skipped) == (slow.rows_in, slow.skipped)
             compared += 1
     assert compared >= 20
+
+
+def test_databento_contract_option_names_a_symbol(shared_data):
+    path = shared_data / DBN / "futures_ohlcv-1m_2024-07-01T23-40_2024-07-02T00-10.dbn.zst"
+    assert read(path, fmt="databento", spec=ES, contract="ESU4").rows_in == 30
+    with pytest.raises(PipelineError, match="no symbol ESZ4 in the file"):
+        read(path, fmt="databento", spec=ES, contract="ESZ4")
