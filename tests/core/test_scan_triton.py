@@ -64,8 +64,8 @@ def _compare(run, inputs, *, ref_dtype=torch.float64, seed=1) -> dict:
     qp, final = run(*mine)
     qp_r, final_r = scan_ref(*ref)
     g = torch.Generator().manual_seed(seed)
-    w = torch.randn(qp_r.shape, generator=g, dtype=torch.float64)
-    wf = torch.randn(final_r.shape, generator=g, dtype=torch.float64)
+    w = torch.randn(qp_r.shape, generator=g, dtype=torch.float64).to(qp_r.device)
+    wf = torch.randn(final_r.shape, generator=g, dtype=torch.float64).to(qp_r.device)
     ((qp.double() * w).sum() + (final.double() * wf).sum()).backward()
     ((qp_r.double() * w).sum() + (final_r.double() * wf).sum()).backward()
     out = {"qp": _rel(qp, qp_r), "final": _rel(final, final_r), "dtype": str(qp.dtype)}
@@ -330,10 +330,14 @@ def test_gpu_segmented_forward_matches_ref_for_one_long_sequence():
 
 @pytest.mark.gpu
 @needs_cuda
-def test_gpu_auto_dispatch_fills_device_at_two_to_the_twenty():
+def test_gpu_auto_dispatch_segments_one_long_sequence_and_matches_chunked():
     from hamfin.core.scan import scan_chunked
+    from hamfin.core.scan_triton import _Plan, _sm_count
 
-    ins = _inputs(1, 2**20, 64, selective_dt=False, selective_gamma=False,
+    B, L, D = 1, 2**20, 64
+    plan = _Plan(B, L, D, 64, 32, "auto", None, _sm_count(torch.device("cuda")))
+    assert plan.n_seg > 1  # 2 programs alone would leave the GPU idle
+    ins = _inputs(B, L, D, selective_dt=False, selective_gamma=False,
                   dtype=torch.float32, device="cuda")  # fmt: skip
     with torch.no_grad():
         qp, final = _cuda_run()(*ins)
