@@ -42,8 +42,21 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _scalar(text: str) -> object:
+    """``true``/``false``/``null``/numbers as JSON (``True``/``False`` too), else the string."""
+    lowered = {"True": "true", "False": "false", "None": "null"}.get(text, text)
+    try:
+        return json.loads(lowered)
+    except json.JSONDecodeError:
+        return text
+
+
 def _column_map(text: str | None) -> dict[str, str] | None:
-    """Parse ``--column-map`` as a JSON object or ``target=source,target=source``."""
+    """Parse ``--column-map`` as a JSON object or ``target=source,target=source``.
+
+    In the second form values that read as JSON scalars (``false``, ``1``) are converted;
+    list-valued options (``columns``) need the JSON form.
+    """
     if text is None:
         return None
     text = text.strip()
@@ -60,8 +73,8 @@ def _column_map(text: str | None) -> dict[str, str] | None:
     for pair in pairs:
         if "=" not in pair:
             raise UsageError(f"--column-map: expected target=source, got {pair!r}")
-        target, source = pair.split("=", 1)
-        out[target.strip()] = source.strip()
+        target, source = (part.strip() for part in pair.split("=", 1))
+        out[target] = _scalar(source)
     return out
 
 

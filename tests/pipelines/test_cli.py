@@ -153,3 +153,21 @@ def test_bench_writes_the_interface_keys_on_a_one_day_sample(tmp_path, shared_da
     # the pandas job cleans by the same rules: same rows kept and quarantined
     assert jobs["pandas"]["rows_stored"] == jobs["pipeline"]["rows_stored"]
     assert jobs["pandas"]["bars"] == jobs["pipeline"]["bars"]
+
+
+def test_csv_ingest_takes_a_column_map_in_either_form(tmp_path, shared_data, capsys):
+    path = str(shared_data / "nautilus-trader/truefx/usdjpy-ticks.csv")
+    store = str(tmp_path / "store")
+    base = ["ingest", "--store", store, "--instrument", "USDJPY", "--format", "csv"]
+    pairs = "ts_event=timestamp,bid_price=bid,ask_price=ask,has_header=true"
+    assert main([*base, "--column-map", pairs, path]) == 0
+    as_json = '{"ts_event": "timestamp", "bid_price": "bid", "ask_price": "ask"}'
+    assert main([*base, "--column-map", as_json, path]) == 0
+    reports = [
+        json.loads(Path(line).read_text())
+        for line in capsys.readouterr().out.split()
+        if line.endswith(".json")
+    ]
+    assert [r["rows_new"] for r in reports] == [1000, 0]
+    assert main([*base, "--column-map", "{bad", path]) == 2
+    assert "--column-map: not valid JSON" in capsys.readouterr().err
