@@ -383,13 +383,13 @@ def build_bars(
     end: int | str | None = None,
     table: str = "bars",
     progress: bool = False,
-    days_per_chunk: int = 7,
+    days_per_chunk: int = 3,
 ) -> WriteSummary:
     """Build time bars from the stored quotes and merge them into ``table`` (one transaction).
 
     Intraday bar lengths that divide a day are built a few UTC days at a time (bars never
-    straddle UTC midnight then), so memory stays bounded by ``days_per_chunk`` days of ticks;
-    other lengths are built in one streaming query.
+    straddle UTC midnight then), on a few threads, so memory stays bounded by a few times
+    ``days_per_chunk`` days of ticks; other lengths are built in one streaming query.
 
     Parameters
     ----------
@@ -431,21 +431,34 @@ def build_bars(
     else:
         chunks = [[]]
     total = WriteSummary(table, instrument_id)
-    with store.transaction() as tx:
-        for chunk in tqdm(chunks, desc="bars", unit="chunk", file=sys.stderr, disable=not progress):
-            if chunk:
-                chunk_lo = to_ns(chunk[0], what="start")
-                chunk_hi = to_ns(chunk[-1], what="end") + NS_PER_DAY
-                chunk_lo = chunk_lo if lo is None else max(lo, chunk_lo)
-                chunk_hi = chunk_hi if hi is None else min(hi, chunk_hi)
-            else:
-                chunk_lo, chunk_hi = lo, hi
-            quotes = store.scan("quotes", instrument_id, start=chunk_lo, end=chunk_hi)
-            try:
-                bars = time_bars(quotes, every=every, spec=spec).collect(engine="streaming")
-            except pl.exceptions.PolarsError as err:
-                message = f"cannot build {every} bars: {' '.join(str(err).split())[:200]}"
-                raise PipelineError(message) from err
+
+    def bars_of(chunk: list[str]) -> pl.DataFrame:
+        if chunk:
+            chunk_lo = to_ns(chunk[0], what="start")
+            chunk_hi = to_ns(chunk[-1], what="end") + NS_PER_DAY
+            chunk_lo = chunk_lo if lo is None else max(lo, chunk_lo)
+            chunk_hi = chunk_hi if hi is None else min(hi, chunk_hi)
+        else:
+            chunk_lo, chunk_hi = lo, hi
+        quotes = store.scan("quotes", instrument_id, start=chunk_lo, end=chunk_hi)
+        try:
+            return time_bars(quotes, every=every, spec=spec).collect(engine="streaming")
+        except pl.exceptions.PolarsError as err:
+            message = f"cannot build {every} bars: {' '.join(str(err).split())[:200]}"
+            raise PipelineError(message) from err
+
+    with store.transaction() as tx, ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        # chunks are independent: build them on a few threads, write them in order
+        built = pool.map(bars_of, chunks)
+        bar = tqdm(
+            built,
+            total=len(chunks),
+            desc="bars",
+            unit="chunk",
+            file=sys.stderr,
+            disable=not progress,
+        )
+        for bars in bar:
             summary = tx.write(table, bars, instrument_id=instrument_id)
             total.rows += summary.rows
             total.rows_new += summary.rows_new
