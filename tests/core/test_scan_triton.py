@@ -112,6 +112,17 @@ def _worker() -> dict:
         ins = _inputs(B, L, D, selective_dt=True, selective_gamma=False, dtype=half)
         # the reference runs on the same rounded values in float64
         case(f"single_{half}".replace("torch.", ""), variant("single", 16), ins)
+    # other broadcasts: Δ (B, 1, D) constant in time, γ (1, L, D) shared by the batch, scalar k
+    g = torch.Generator().manual_seed(4)
+    f64 = torch.float64
+    broadcast = [
+        torch.randn(B, 19, D, generator=g, dtype=f64),
+        0.2 + 0.3 * torch.rand(B, 1, D, generator=g, dtype=f64),
+        0.5 * torch.rand(1, 19, D, generator=g, dtype=f64),
+        torch.tensor(1.3, dtype=f64),
+        0.7 + torch.rand(D, generator=g, dtype=f64),
+    ]
+    case("broadcast_shapes_float64", variant("single", 8), broadcast)
     # public entry, no state, a chunk size that is not a power of two (rounded up to 16)
     f, dt, gamma, k, m, _ = per_channel
     case("public_no_state", lambda *a: scan_triton(*a, chunk_size=12), [f, dt, gamma, k, m])
@@ -204,6 +215,11 @@ def test_half_precision_inputs_give_half_outputs_close_to_ref(interpreted, half)
     assert r["dtype"] == f"torch.{half}" and r["final_dtype"] == f"torch.{half}", r
     # outputs: one rounding to the half dtype; gradients: also rounded on the way out
     _assert_matches(r, HALF_TOL[half], grad_tol=4 * HALF_TOL[half])
+
+
+def test_params_broadcast_over_batch_time_or_all_match_ref_with_reduced_gradients(interpreted):
+    # gradients come back in each parameter's own shape: (B, 1, D), (1, L, D), () ...
+    _assert_matches(interpreted["broadcast_shapes_float64"], FP64_TOL)
 
 
 def test_public_entry_without_state_and_odd_chunk_size_matches_ref(interpreted):
