@@ -245,8 +245,9 @@ def continuous(
     """Stitch per-contract BARS into one back-adjusted continuous series.
 
     Each contract supplies the bars from the previous contract's roll to its own roll
-    (``roll_schedule``). At each roll the gap between the new and the old contract's last close
-    at or before the roll instant is removed from all *earlier* bars: added
+    (``roll_schedule``). At each roll the gap between the new and the old contract's closes at
+    their last common bar close at or before the roll instant (``probe_ts``) is removed from
+    all *earlier* bars: added
     (``"difference"``, keeps point moves), multiplied (``"ratio"``, keeps returns and needs
     positive prices), or left in (``"none"``). The latest contract is never changed.
 
@@ -254,7 +255,7 @@ def continuous(
     -------
     (pl.LazyFrame, pl.DataFrame)
         BARS rows with ``instrument_id = spec.instrument_id``, and the roll table: ``roll_date``,
-        ``roll_ts``, ``from_contract``, ``to_contract``, ``from_close``, ``to_close``,
+        ``roll_ts``, ``probe_ts``, ``from_contract``, ``to_contract``, ``from_close``, ``to_close``,
         ``adjustment`` (points added, or factor applied, to bars before the roll; ``0`` with
         ``adjust="none"``). Only the two closes per roll are collected to build the table.
     """
@@ -265,20 +266,24 @@ def continuous(
     frames = {code: bars_by_contract[lookup[code]].lazy() for code in schedule["contract"]}
     codes, roll_ts = schedule["contract"].to_list(), schedule["roll_ts"].to_list()
 
-    # closes of the outgoing and incoming contract at each roll instant
+    # closes of the outgoing and incoming contract at their last common bar close at or
+    # before each roll instant (so the gap is measured at one instant, even with holes in data)
     probes = []
     for i in range(len(codes) - 1):
-        for code in (codes[i], codes[i + 1]):
-            probes.append(
-                frames[code].filter(pl.col("ts_close") <= roll_ts[i])
-                .sort("ts_close").select(pl.col("close").last())
-            )  # fmt: skip
-    closes = [frame.item() for frame in pl.collect_all(probes)] if probes else []
-    from_close, to_close = closes[0::2], closes[1::2]
-    for i, (a, b) in enumerate(zip(from_close, to_close, strict=True)):
-        if a is None or b is None:
-            message = f"no {codes[i] if a is None else codes[i + 1]} bar at or before the roll"
-            raise ValueError(f"{message} to {codes[i + 1]} on {schedule['roll_date'][i]}")
+        old, new = (frames[c].select("ts_close", "close") for c in (codes[i], codes[i + 1]))
+        probes.append(
+            old.join(new, on="ts_close", suffix="_new")
+            .filter(pl.col("ts_close") <= roll_ts[i])
+            .sort("ts_close")
+            .select(pl.col("ts_close").last(), pl.col("close").last(), pl.col("close_new").last())
+        )
+    rows = [frame.row(0) for frame in pl.collect_all(probes)] if probes else []
+    for i, (at, _, _) in enumerate(rows):
+        if at is None:
+            message = f"{codes[i]} and {codes[i + 1]} share no bar at or before their roll"
+            raise ValueError(f"{message} on {schedule['roll_date'][i]}")
+    probe_ts = [r[0] for r in rows]
+    from_close, to_close = [r[1] for r in rows], [r[2] for r in rows]
     if adjust == "difference":
         step = [b - a for a, b in zip(from_close, to_close, strict=True)]
     elif adjust == "ratio":
@@ -313,6 +318,7 @@ def continuous(
         {
             "roll_date": schedule["roll_date"][:-1],
             "roll_ts": schedule["roll_ts"][:-1],
+            "probe_ts": probe_ts,
             "from_contract": codes[:-1],
             "to_contract": codes[1:],
             "from_close": from_close,

@@ -131,3 +131,43 @@ def test_unadjusted_series_keeps_the_roll_gap(es_contracts):
     assert np.count_nonzero(np.abs(jumps) > 1e-9) == 1
     assert jumps[np.abs(jumps) > 1e-9][0] == pytest.approx(20.0)
     assert rolls["adjustment"].to_list() == [0.0]
+
+
+def test_real_es_roll_from_december_2013_to_march_2014_is_seamless(shared_data):
+    """LEAN ES minute quote bars: ESZ3 (expiry 2013-12-20) rolls to ESH4 on 2013-12-12."""
+    from pipelines.readers import read
+
+    root = shared_data / "quantconnect-lean" / "future" / "cme" / "minute" / "es"
+    days = {"201312": ["20131202", "20131203"], "201403": ["20131202", "20131218", "20131220"]}
+    bars = {
+        f"ES{'Z' if c.endswith('12') else 'H'}{c[:4]}": pl.concat(
+            read(root / f"{day}_quote.zip", fmt="lean-bars", spec=ES, contract=c).frame.collect()
+            for day in days[c]
+        )
+        for c in days
+    }
+    assert expiry_date(ES, 2013, 12) == dt.date(2013, 12, 20)
+    series, rolls = continuous(bars, spec=ES, adjust="difference")
+    series = series.collect()
+    row = rolls.row(0, named=True)
+    assert (row["from_contract"], row["to_contract"]) == ("ESZ3", "ESH4")
+    assert row["roll_date"] == dt.date(2013, 12, 12)
+    # the gap is measured at the last minute both contracts traded before the roll: ESH4's last
+    # bar of the 2013-12-02 file (ESZ3 also traded on 12-03, ESH4 has no bars there)
+    h4_before = bars["ESH2014"].filter(pl.col("ts_close") <= row["roll_ts"])
+    assert row["probe_ts"] == h4_before["ts_close"].max()
+    old, new = (
+        bars[k].filter(pl.col("ts_close") == row["probe_ts"]) for k in ("ESZ2013", "ESH2014")
+    )
+    assert row["adjustment"] == pytest.approx(new["close"][0] - old["close"][0])
+    assert row["adjustment"] < 0  # ESH4 traded below ESZ3 (dividends above financing cost)
+    # before the roll: ESZ3 shifted by the adjustment; after: ESH4 untouched
+    before = series.filter(pl.col("ts_event") < row["roll_ts"])
+    after = series.filter(pl.col("ts_event") >= row["roll_ts"])
+    z3 = bars["ESZ2013"].sort("ts_event")
+    np.testing.assert_allclose(before["close"], z3["close"] + row["adjustment"])
+    h4 = bars["ESH2014"].filter(pl.col("ts_event") >= row["roll_ts"]).sort("ts_event")
+    np.testing.assert_allclose(after["close"], h4["close"])
+    # no jump at the roll: at the probe minute the adjusted old contract equals the new one
+    at_probe = before.filter(pl.col("ts_close") == row["probe_ts"])["close"][0]
+    assert at_probe == pytest.approx(new["close"][0])
