@@ -76,6 +76,7 @@ def job_pipeline(files: list[Path], work: Path) -> dict[str, Any]:
         "rows_stored": report["rows_stored"],
         "rows_quarantined": report["rows_quarantined"],
         "bars": bars.rows,
+        "ingest_timings_s": report["timings"],
     }
 
 
@@ -247,6 +248,10 @@ def run_bench(
         f"  pipeline: ingest {pipe['ingest_s']:.3f} s + 1m bars {pipe['bars_s']:.3f} s; "
         f"{pipe['rows_stored']:,} stored, {pipe['rows_quarantined']:,} quarantined, "
         f"{pipe['bars']:,} bars"
+    )
+    print(
+        "  ingest phases (s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in pipe["ingest_timings_s"].items())
     )
     print(
         f"  pipeline / io_floor time: {out['slowdown_vs_io_floor']:.2f}x (target <= 2x); "

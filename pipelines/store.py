@@ -42,7 +42,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -157,6 +157,12 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_all(paths: Iterable[Path]) -> None:
+    """fsync many files or folders; on a few threads, since each call mostly waits on the disk."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(_fsync_path, paths))
 
 
 def _pause(phase: str) -> None:
@@ -364,8 +370,7 @@ def _apply(root: Path, plan: dict[str, Any]) -> None:
             (root / old).unlink(missing_ok=True)
         touched.add(final.parent)
         _pause("apply")
-    for folder in touched:
-        _fsync_path(folder)
+    _fsync_all(touched)
 
 
 class Transaction:
@@ -480,8 +485,7 @@ class Transaction:
             ops.append(
                 {"staged": str(staged.relative_to(root)), "final": str(final.relative_to(root))}
             )
-        for folder, _, _ in os.walk(self.dir):
-            _fsync_path(Path(folder))
+        _fsync_all(Path(folder) for folder, _, _ in os.walk(self.dir))
         journal = self.dir / JOURNAL
         tmp = self.dir / (JOURNAL + ".tmp")
         tmp.write_text(json.dumps({"txid": self.txid, "ops": ops}))
