@@ -167,3 +167,19 @@ def test_day_of_week_starts_the_fx_week_at_sunday_17h_new_york():
     # Wednesday 17:00 NY starts Thursday's trading day: phase 3/7
     row = _at(2024, 1, 10, 22, 0).select(day_of_week(SPEC, wave="cos"))
     assert row["day_of_week_cos"][0] == pytest.approx(math.cos(2 * math.pi * 3 / 7))
+
+
+def test_synthetic_ticks_flow_into_features_labels_and_walk_forward_folds():
+    from pipelines.splits import walk_forward
+    from pipelines.synthetic import generate_quotes
+
+    quotes = generate_quotes(SPEC, start="2024-01-01", end="2024-01-29", seed=5).lazy()
+    frame = build_features(time_bars(quotes, every="5m"), spec=SPEC, horizons=(1, 12)).collect()
+    feats = feature_columns(frame)
+    assert frame.height > 5000
+    assert frame.select(feats).null_count().sum_horizontal().item() == 0
+    assert all(frame[c].is_finite().all() for c in feats)
+    up = frame["label_direction_h12"].drop_nulls().mean()
+    assert 0.35 < up < 0.65  # a driftless walk: neither direction dominates
+    folds = walk_forward(frame["ts_event"], n_folds=3, horizon=12, embargo=6)
+    assert len(folds) == 3 and all(f.train.size > 1000 for f in folds)
