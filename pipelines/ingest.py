@@ -109,15 +109,13 @@ def _read_all(
         return [future.result() for future in futures]
 
 
-def _counts(frame: pl.DataFrame, by: str) -> dict[str, int]:
+def _per_file(frame: pl.DataFrame) -> dict[str, int]:
+    """Rows per source file; kept rows come in time order, so files form long runs."""
     if frame.height == 0:
         return {}
-    counted = frame.group_by(by).len().sort(by)
+    runs = frame.select(pl.col("source_file").rle()).unnest("source_file")
+    counted = runs.group_by("value").agg(pl.col("len").sum())
     return {str(k): int(v) for k, v in counted.iter_rows()}
-
-
-def _per_file(frame: pl.DataFrame) -> dict[str, int]:
-    return _counts(frame.select("source_file"), "source_file")
 
 
 def _per_file_reason(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
