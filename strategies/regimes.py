@@ -26,7 +26,7 @@ import polars as pl
 from strategies.metrics import scorecard
 
 if TYPE_CHECKING:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
 FAMILIES = ("volatility", "trend", "session", "energy")
 
@@ -125,7 +125,7 @@ def metrics_by_group(
     """
     out: dict[str, dict[str, float]] = {}
     labels = np.asarray(labels, dtype=object)
-    groups = sorted({g for g in labels if g is not None}, key=str)
+    groups = sorted({g for g in labels if g is not None}, key=_group_order)
     for group in groups:
         rows = labels == group
         prob = real = None
@@ -142,6 +142,18 @@ def metrics_by_group(
             seed=seed,
         )
     return out
+
+
+_ORDER = {"low": 0, "mid": 1, "high": 2, "asia": 0, "london": 1, "new_york": 2}
+
+
+def _group_order(group) -> tuple:
+    text = str(group)
+    if text in _ORDER:
+        return (0, _ORDER[text], "")
+    if text.lstrip("q").isdigit():
+        return (1, int(text.lstrip("q")), "")
+    return (2, 0, text)
 
 
 def robustness_table(
@@ -201,18 +213,14 @@ def plot_robustness(
     by_fold: dict[str, dict[str, float]],
     *,
     title: str = "",
-) -> plt.Figure:
+) -> Figure:
     """Return a figure: Sharpe with its bootstrap interval per regime and per fold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # imported here: matplotlib is slow to import
 
     families = {**by_regime, "fold": by_fold}
     families = {k: v for k, v in families.items() if v}
-    fig, axes = plt.subplots(
-        1, max(len(families), 1), figsize=(3.2 * max(len(families), 1), 3.4), squeeze=False
-    )
+    fig = Figure(figsize=(3.2 * max(len(families), 1), 3.4))
+    axes = fig.subplots(1, max(len(families), 1), squeeze=False)
     for ax, (family, groups) in zip(axes[0], families.items()):
         names = list(groups)
         values = np.array([groups[g]["sharpe"] for g in names], dtype=float)

@@ -1,5 +1,8 @@
 """The HTML backtest report: scorecard tables and embedded PNG plots (one self-contained file).
 
+Figures are built with matplotlib's object API (``matplotlib.figure.Figure``): no pyplot state,
+no backend switch, so they display in notebooks and render to PNG anywhere.
+
 Plots: equity curves (strategies and baselines), drawdown of the headline strategy, Sharpe per
 regime with bootstrap intervals, and the robustness plot (per regime family and per fold).
 """
@@ -12,13 +15,10 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from strategies.regimes import plot_robustness  # noqa: E402
+from strategies.regimes import plot_robustness
 
 if TYPE_CHECKING:
     from strategies.backtest import BacktestResult
@@ -37,19 +37,19 @@ _HEADLINE = (
 )
 
 
-def figure_png(fig: plt.Figure) -> str:
-    """Return ``fig`` as a base64 PNG string and close it."""
+def figure_png(fig: Figure) -> str:
+    """Return ``fig`` as a base64 PNG string."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def plot_equity(result: BacktestResult) -> plt.Figure:
+def plot_equity(result: BacktestResult) -> Figure:
     """Return equity curves ``1 + cumsum(returns)`` of strategies and baselines."""
     sim = result.simulation
     time = sim.ts_event.astype("datetime64[ns]")
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    ax = fig.subplots()
     for j, name in enumerate(sim.columns):
         if name.startswith("random_"):
             continue
@@ -62,12 +62,13 @@ def plot_equity(result: BacktestResult) -> plt.Figure:
     return fig
 
 
-def plot_drawdown(result: BacktestResult) -> plt.Figure:
+def plot_drawdown(result: BacktestResult) -> Figure:
     """Return the headline strategy's drawdown from its running peak."""
     sim = result.simulation
     equity = 1.0 + np.cumsum(sim.returns[:, 0])
     drawdown = equity / np.maximum.accumulate(np.maximum(equity, 1.0)) - 1.0
-    fig, ax = plt.subplots(figsize=(9, 2.4))
+    fig = Figure(figsize=(9, 2.4))
+    ax = fig.subplots()
     ax.fill_between(sim.ts_event.astype("datetime64[ns]"), drawdown, 0.0, color="tab:red")
     ax.set_ylabel("drawdown")
     ax.set_title(f"drawdown of {sim.columns[0]}")
@@ -75,7 +76,7 @@ def plot_drawdown(result: BacktestResult) -> plt.Figure:
     return fig
 
 
-def plot_regimes(result: BacktestResult) -> plt.Figure:
+def plot_regimes(result: BacktestResult) -> Figure:
     """Return the robustness plot: Sharpe per regime and per fold with intervals."""
     card = result.card
     return plot_robustness(
