@@ -16,30 +16,34 @@ Design (why each piece is there):
    BLOCK_D channels of one sequence and walks time in chunks of CHUNK steps. Inside a chunk the
    CHUNK affine maps (A_t, b_t f_t) are composed by ``tl.associative_scan`` (a (CHUNK, BLOCK_D)
    tile, coalesced along D), then applied to the carry; the last row becomes the next carry.
-   With ``save_boundaries`` it also writes the state at every chunk start: the only state the
-   backward keeps (8 bytes per CHUNK steps per channel, fp32).
+   When a gradient is needed (``STORE_BND``) it also writes the state at every chunk start:
+   the only state the backward keeps (8 bytes per CHUNK steps per channel, fp32).
 3. Forward, segmented (few sequences, small B·D, e.g. L = 2^20 with B·D = 1024): L is cut into
    segments processed in parallel. Pass 1 (``_seg_summary_kernel``) composes each segment's
    maps into one affine map (2×2 matrix, 2-vector: its zero-start end state); pass 2
    (``_seg_carry_kernel``) scans those maps over segments to get each segment's true start
-   state; pass 3 is ``_fwd_kernel`` again with one program per segment.
-4. Backward (``_bwd_kernel``): grid (B, ⌈D/BLOCK_D⌉), chunks in reverse order. Per chunk it
-   recomputes the states s_{t-1} from the saved chunk-start state (a forward scan of the maps at
-   t-1), runs the adjoint λ_t = A_{t+1}ᵀ λ_{t+1} + ∂L/∂s_t as a scan over a row-reversed tile
-   (``associative_scan(reverse=True)`` is avoided: it mis-orders non-commutative combines on
-   some Triton versions, triton-lang/triton#4362), flips λ back with ``tl.flip``, and forms
-   ∂L/∂f_t = b_t·λ_t and ∂L/∂A_t = λ_t s_{t-1}ᵀ, ∂L/∂b_t = λ_t f_t chained analytically into
-   Δ, γ, k, m. Per-channel parameters are reduced inside the program (over the chunk's rows and
-   all chunks), then over B on the host.
+   state; pass 3 is ``_fwd_kernel`` again with one program per segment. ``_Plan`` picks it when
+   B·⌈D/BLOCK_D⌉ programs would not cover the GPU's multiprocessors.
+4. Backward (``_bwd_kernel``): grid (B, ⌈D/BLOCK_D⌉, segments), chunks in reverse order. Per
+   chunk it recomputes the states s_{t-1} from the saved chunk-start state (a forward scan of
+   the maps at t-1), runs the adjoint λ_t = A_{t+1}ᵀ λ_{t+1} + ∂L/∂s_t as a scan over a
+   row-reversed tile (``associative_scan(reverse=True)`` is avoided: it mis-orders
+   non-commutative combines on some Triton versions, triton-lang/triton#4362), flips λ back with
+   ``tl.flip``, and forms ∂L/∂f_t = b_t·λ_t and ∂L/∂A_t = λ_t s_{t-1}ᵀ, ∂L/∂b_t = λ_t f_t,
+   chained analytically into Δ, γ, k, m. Per-channel parameters are reduced inside the program
+   (over rows and chunks), then over B and segments on the host. With several segments the
+   adjoint entering each one comes from the same three-pass scheme run backwards
+   (``_bwd_summary_kernel``, ``_seg_carry_kernel(REVERSE=True)``).
 
-Memory traffic per (b, t, d) step, forward, fp32, per-channel Δ and γ: read f (4 bytes), write
-q, p (8 bytes) = 12 bytes; with selective Δ, γ another 8 bytes read; with saved boundaries
-8/CHUNK bytes more. The segmented forward reads f twice (16 bytes). The backward reads f and
-∂L/∂(q, p) and writes ∂L/∂f (16 bytes; 32 with selective Δ, γ). ``gpu_figures`` times a
-device copy of exactly the forward's bytes as the floor.
+Memory traffic per (b, t, d) step, fp32, per-channel Δ and γ. Forward: read f (4 bytes), write
+q, p (8 bytes) = 12 bytes (selective Δ, γ: + 8 read); saved boundaries add 8/CHUNK bytes.
+The segmented forward reads f twice (16 bytes). Backward: read f and ∂L/∂(q, p), write ∂L/∂f =
+16 bytes (selective: + 8 read, + 8 written); the segmented backward reads ∂L/∂(q, p) twice
+(+8). ``gpu_figures`` times a device copy moving exactly the forward's bytes as the floor.
 
-Precision: the state and all arithmetic are fp32 (fp64 when any input is fp64); fp16/bf16 inputs
-are upcast on load and the outputs cast back to ``f.dtype``.
+Precision: the state and all arithmetic are fp32 (fp64 when the promoted input dtype is fp64);
+fp16/bf16 inputs are upcast on load and the outputs cast back to the promoted input dtype (as
+``scan_ref``). Everything here is untuned: no timing has been taken on a GPU yet.
 """
 
 from __future__ import annotations

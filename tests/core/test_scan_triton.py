@@ -157,93 +157,8 @@ def _worker() -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# Interpreted tests (one child process for all of them).
-# ----------------------------------------------------------------------------------------------
-
-FP32_TOL = 1e-5
-FP64_TOL = 1e-11
-HALF_TOL = {"float16": 2e-3, "bfloat16": 1.6e-2}  # one rounding of the output, relative
-GRAD_KEYS = ("grad_f", "grad_dt", "grad_gamma", "grad_k", "grad_m", "grad_state")
-
-
-@pytest.fixture(scope="module")
-def interpreted() -> dict:
-    pytest.importorskip("triton", reason="triton is not installed")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONDONTWRITEBYTECODE="1")
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--worker"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        pytest.fail(f"interpreter worker failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _assert_matches(r: dict, tol: float, grad_tol: float | None = None) -> None:
-    grad_tol = tol if grad_tol is None else grad_tol
-    assert r["qp"] < tol, r
-    assert r["final"] < tol, r
-    assert r["final_is_last"], r
-    for key in GRAD_KEYS:
-        if key in r:
-            assert r[key] < grad_tol, (key, r)
-            assert r[key.replace("grad_", "grad_dtype_")], (key, "grad dtype/shape", r)
-
-
-def test_single_pass_with_per_channel_params_matches_ref(interpreted):
-    _assert_matches(interpreted["single_per_channel"], FP32_TOL)
-
-
-def test_single_pass_with_selective_params_and_ragged_tail_matches_ref(interpreted):
-    _assert_matches(interpreted["single_selective"], FP32_TOL)
-
-
-def test_segmented_forward_and_backward_with_selective_params_match_ref(interpreted):
-    _assert_matches(interpreted["segmented_selective"], FP32_TOL)
-
-
-def test_float64_gradients_match_autograd_of_ref_to_roundoff(interpreted):
-    # Δ per channel, γ per step: both reduction paths of the analytic backward, at fp64.
-    _assert_matches(interpreted["single_mixed_float64"], FP64_TOL)
-    _assert_matches(interpreted["segmented_mixed_float64"], FP64_TOL)
-    assert interpreted["single_mixed_float64"]["dtype"] == "torch.float64"
-
-
-@pytest.mark.parametrize("half", ["float16", "bfloat16"])
-def test_half_precision_inputs_give_half_outputs_close_to_ref(interpreted, half):
-    r = interpreted[f"single_{half}"]
-    assert r["dtype"] == f"torch.{half}" and r["final_dtype"] == f"torch.{half}", r
-    # outputs: one rounding to the half dtype; gradients: also rounded on the way out
-    _assert_matches(r, HALF_TOL[half], grad_tol=4 * HALF_TOL[half])
-
-
-def test_params_broadcast_over_batch_time_or_all_match_ref_with_reduced_gradients(interpreted):
-    # gradients come back in each parameter's own shape: (B, 1, D), (1, L, D), () ...
-    _assert_matches(interpreted["broadcast_shapes_float64"], FP64_TOL)
-
-
-def test_public_entry_without_state_and_odd_chunk_size_matches_ref(interpreted):
-    r = interpreted["public_no_state"]
-    _assert_matches(r, FP32_TOL)
-    assert "grad_state" not in r or r["grad_state"] < FP32_TOL
-
-
-def test_state_carried_across_two_calls_equals_one_call(interpreted):
-    r = interpreted["two_calls"]
-    assert r["qp"] < FP32_TOL and r["final"] < FP32_TOL, r
-
-
-def test_empty_sequence_returns_initial_state(interpreted):
-    r = interpreted["empty"]
-    assert r["shape"] == [B, 0, D, 2] and r["final"] == 0.0, r
-
-
-def test_shadow_energy_is_conserved_without_forcing_or_damping(interpreted):
-    assert interpreted["shadow_energy"]["drift"] < 1e-12, interpreted["shadow_energy"]
-
-
-# ----------------------------------------------------------------------------------------------
-# In-process tests: import fallback, launch planning, argument errors.
+# In-process tests (run first, while the interpreter worker computes): import fallback,
+# ahead-of-time compilation, launch planning, argument errors.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -310,6 +225,109 @@ def test_cpu_tensors_without_interpreter_are_refused():
         scan_triton(
             torch.zeros(1, 2, 3), torch.ones(3), torch.zeros(3), torch.ones(3), torch.ones(3)
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Interpreted tests (one child process for all of them, started by an autouse fixture).
+# ----------------------------------------------------------------------------------------------
+
+FP32_TOL = 1e-5
+FP64_TOL = 1e-11
+HALF_TOL = {"float16": 2e-3, "bfloat16": 1.6e-2}  # one rounding of the output, relative
+GRAD_KEYS = ("grad_f", "grad_dt", "grad_gamma", "grad_k", "grad_m", "grad_state")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _worker_process():
+    """Start the interpreter worker before the first test of this module, so that the
+    in-process tests (which come first) run while it computes; stop it if nobody waited."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        yield None
+        return
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--worker"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def interpreted(_worker_process) -> dict:
+    if _worker_process is None:
+        pytest.skip("triton is not installed")
+    out, err = _worker_process.communicate(timeout=600)
+    if _worker_process.returncode != 0:
+        pytest.fail(f"interpreter worker failed:\n{err[-4000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _assert_matches(r: dict, tol: float, grad_tol: float | None = None) -> None:
+    grad_tol = tol if grad_tol is None else grad_tol
+    assert r["qp"] < tol, r
+    assert r["final"] < tol, r
+    assert r["final_is_last"], r
+    for key in GRAD_KEYS:
+        if key in r:
+            assert r[key] < grad_tol, (key, r)
+            assert r[key.replace("grad_", "grad_dtype_")], (key, "grad dtype/shape", r)
+
+
+def test_single_pass_with_per_channel_params_matches_ref(interpreted):
+    _assert_matches(interpreted["single_per_channel"], FP32_TOL)
+
+
+def test_single_pass_with_selective_params_and_ragged_tail_matches_ref(interpreted):
+    _assert_matches(interpreted["single_selective"], FP32_TOL)
+
+
+def test_segmented_forward_and_backward_with_selective_params_match_ref(interpreted):
+    _assert_matches(interpreted["segmented_selective"], FP32_TOL)
+
+
+def test_float64_gradients_match_autograd_of_ref_to_roundoff(interpreted):
+    # Δ per channel, γ per step: both reduction paths of the analytic backward, at fp64.
+    _assert_matches(interpreted["single_mixed_float64"], FP64_TOL)
+    _assert_matches(interpreted["segmented_mixed_float64"], FP64_TOL)
+    assert interpreted["single_mixed_float64"]["dtype"] == "torch.float64"
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+def test_half_precision_inputs_give_half_outputs_close_to_ref(interpreted, half):
+    r = interpreted[f"single_{half}"]
+    assert r["dtype"] == f"torch.{half}" and r["final_dtype"] == f"torch.{half}", r
+    # outputs: one rounding to the half dtype; gradients: also rounded on the way out
+    _assert_matches(r, HALF_TOL[half], grad_tol=4 * HALF_TOL[half])
+
+
+def test_params_broadcast_over_batch_time_or_all_match_ref_with_reduced_gradients(interpreted):
+    # gradients come back in each parameter's own shape: (B, 1, D), (1, L, D), () ...
+    _assert_matches(interpreted["broadcast_shapes_float64"], FP64_TOL)
+
+
+def test_public_entry_without_state_and_odd_chunk_size_matches_ref(interpreted):
+    r = interpreted["public_no_state"]
+    _assert_matches(r, FP32_TOL)
+    assert "grad_state" not in r or r["grad_state"] < FP32_TOL
+
+
+def test_state_carried_across_two_calls_equals_one_call(interpreted):
+    r = interpreted["two_calls"]
+    assert r["qp"] < FP32_TOL and r["final"] < FP32_TOL, r
+
+
+def test_empty_sequence_returns_initial_state(interpreted):
+    r = interpreted["empty"]
+    assert r["shape"] == [B, 0, D, 2] and r["final"] == 0.0, r
+
+
+def test_shadow_energy_is_conserved_without_forcing_or_damping(interpreted):
+    assert interpreted["shadow_energy"]["drift"] < 1e-12, interpreted["shadow_energy"]
 
 
 # ----------------------------------------------------------------------------------------------
