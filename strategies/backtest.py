@@ -678,6 +678,7 @@ def run_backtest(
         "account_currency": config.account_currency,
         "capital": config.capital,
         "costs_model": asdict(spec.costs),
+        "pip_value_per_lot": _pip_value(spec, close[-1], config.account_currency),
         "config": {k: v for k, v in asdict(config).items() if k != "regimes"},
         "by_regime": by_regime,
         "by_fold": by_fold,
@@ -698,6 +699,14 @@ def _value_in_force(bar_index: np.ndarray, values: np.ndarray, n: int) -> np.nda
     ok = last >= 0
     out[ok] = values[last[ok]]
     return out
+
+
+def _pip_value(spec: InstrumentSpec, price: float, account: str) -> float | None:
+    """Account-currency value of one pip on one standard lot (FX only), at ``price``."""
+    if not spec.is_fx:
+        return None
+    conv = conversion_to_account(spec, np.array([price]), account)[0]
+    return float(spec.pip_size * spec.lot_size * spec.multiplier * conv)
 
 
 def _quick_sharpe(r: np.ndarray, ppy: float) -> float:
@@ -908,8 +917,11 @@ def _config_value(config: dict, keys: tuple[str, ...]):
     return None
 
 
-def optuna_trials(storage: str, study_name: str) -> tuple[int, np.ndarray | None]:
-    """Return the number of completed trials of an Optuna study (and no Sharpe values)."""
+def optuna_trials(storage, study_name: str) -> tuple[int, np.ndarray | None]:
+    """Return the number of completed trials of an Optuna study (and no Sharpe values).
+
+    ``storage`` is an Optuna storage URL (``sqlite:///study.db``) or storage object.
+    """
     import optuna
 
     try:

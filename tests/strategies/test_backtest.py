@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from conftest import HOUR_NS, MONDAY, make_bars, make_forecasts
 
 from data_specs.schemas import BARS, FORECASTS, conform
 from data_specs.spec import load_spec
@@ -18,6 +17,7 @@ from strategies.backtest import (
     simulate,
 )
 from strategies.signals import EnergyFilterParams, ThresholdParams
+from tests.strategies.conftest import HOUR_NS, MONDAY, make_bars, make_forecasts
 
 FAST = BacktestConfig(n_boot=100, n_boot_regime=30, n_random=100, rollover=False)
 
@@ -282,3 +282,34 @@ def test_threshold_band_that_never_trades_is_flat_with_zero_costs(bars):
     assert result.card["n_trades"] == 0
     assert result.card["total_costs"] == 0.0
     assert np.all(result.simulation.returns[:, 0] == 0.0)
+
+
+def test_pip_value_is_ten_dollars_per_eurusd_lot_and_converted_for_usdjpy():
+    from strategies.backtest import _pip_value
+
+    assert _pip_value(load_spec("EURUSD"), 1.1, "USD") == pytest.approx(10.0)
+    assert _pip_value(load_spec("USDJPY"), 150.0, "USD") == pytest.approx(1000.0 / 150.0)
+    assert _pip_value(load_spec("ES"), 5000.0, "USD") is None
+
+
+def test_optuna_study_sets_the_number_of_trials_for_the_deflated_sharpe(tmp_path, bars):
+    import optuna
+
+    from strategies.backtest import optuna_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()  # the CLI passes a URL; load_study takes both
+    study = optuna.create_study(study_name="grid", storage=storage)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=40)
+    n_trials, _ = optuna_trials(storage, "grid")
+    assert n_trials == 40
+    forecasts = make_forecasts(bars, kind="oracle", skill=0.05, seed=8)
+    spec = load_spec("EURUSD")
+    strategies = {"threshold": ThresholdParams()}
+    few = run_backtest(forecasts, bars, spec, strategies=strategies, config=FAST, n_trials=1)
+    many = run_backtest(forecasts, bars, spec, strategies=strategies, config=FAST, n_trials=40)
+    assert many.card["n_trials"] == 40
+    assert many.card["deflated_sharpe"] < few.card["deflated_sharpe"]
+    assert few.card["deflated_sharpe"] == pytest.approx(few.card["psr"])
+    with pytest.raises(BacktestInputError, match="cannot load Optuna study"):
+        optuna_trials(storage, "no-such-study")

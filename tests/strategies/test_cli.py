@@ -9,7 +9,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import make_bars, make_forecasts
+
+from tests.strategies.conftest import make_bars, make_forecasts
 
 ROOT = Path(__file__).resolve().parents[2]
 

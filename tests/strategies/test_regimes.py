@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
-from conftest import HOUR_NS, MONDAY
 
 from strategies.regimes import (
     RegimeParams,
@@ -15,6 +14,7 @@ from strategies.regimes import (
     robustness_summary,
     robustness_table,
 )
+from tests.strategies.conftest import HOUR_NS, MONDAY
 
 
 def _ns(text: str) -> int:

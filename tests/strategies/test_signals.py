@@ -7,7 +7,6 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from conftest import make_bars, make_forecasts
 
 from strategies.signals import (
     EnergyFilterParams,
@@ -18,6 +17,7 @@ from strategies.signals import (
     threshold_signal,
     vol_target_signal,
 )
+from tests.strategies.conftest import make_bars, make_forecasts
 
 
 @pytest.fixture(scope="module")
