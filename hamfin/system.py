@@ -101,9 +101,10 @@ class ForecastSystem(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         parts = self.losses(batch)
         weights = batch[2]
-        self.log("val_loss", parts["loss"], on_epoch=True, batch_size=int(weights.sum()))
+        n = int(weights.sum())
+        self.log("val_loss", parts["loss"], on_epoch=True, batch_size=n, sync_dist=True)
         for name in ("return", "direction", "volatility"):
-            self.log(f"val_{name}_loss", parts[name], on_epoch=True, batch_size=int(weights.sum()))
+            self.log(f"val_{name}_loss", parts[name], on_epoch=True, batch_size=n, sync_dist=True)
         keep = weights > 0
         prob = torch.sigmoid(parts["out"].direction_logit.float())[keep]
         self._val_outputs.append((prob.detach().cpu(), batch[1][..., 1][keep].cpu(), keep.sum()))
@@ -115,8 +116,8 @@ class ForecastSystem(L.LightningModule):
         label = torch.cat([o[1] for o in self._val_outputs]).numpy()
         self._val_outputs.clear()
         value = auc(label > 0.5, prob)
-        self.log("val_auc", float(0.5 if np.isnan(value) else value))
-        self.log("val_accuracy", float(np.mean((prob > 0.5) == (label > 0.5))))
+        self.log("val_auc", float(0.5 if np.isnan(value) else value), sync_dist=True)
+        self.log("val_accuracy", float(np.mean((prob > 0.5) == (label > 0.5))), sync_dist=True)
 
     def configure_optimizers(self):
         cfg = self.train_config
@@ -139,13 +140,13 @@ class EnergyMonitor(L.Callback):
         with torch.no_grad():
             out = pl_module.model(x, return_energy=True)
         for i in range(out.energy.shape[-1]):
-            pl_module.log(f"energy/layer{i}", out.energy[..., i].float().mean())
+            pl_module.log(f"energy/layer{i}", out.energy[..., i].float().mean(), sync_dist=True)
         prob_up = torch.sigmoid(out.direction_logit.float())
         realized = torch.where(y[..., 1] > 0.5, prob_up, 1 - prob_up)
         energy = momentum_energy(out.hidden.float(), realized)
         mean = energy.mean()
-        pl_module.log("mpp_energy_mean", mean)
-        pl_module.log("mpp_energy_cv", energy.std() / mean.clamp_min(1e-12))
+        pl_module.log("mpp_energy_mean", mean, sync_dist=True)
+        pl_module.log("mpp_energy_cv", energy.std() / mean.clamp_min(1e-12), sync_dist=True)
 
 
 @torch.no_grad()

@@ -265,6 +265,20 @@ def find_resumable(out: Path, instrument: str, which: str) -> Path:
 # ---- fitting -----------------------------------------------------------------------------------
 
 
+class StepCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """Mid-epoch ``last.ckpt`` every n steps, except on an epoch's last batch.
+
+    Lightning resumes a checkpoint taken on the last batch of an epoch (before validation) as
+    if that epoch's validation had already run; skipping that one save keeps resumed runs
+    identical to uninterrupted ones.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
 @dataclass
 class FitResult:
     """What ``fit`` returns."""
@@ -307,7 +321,7 @@ def fit(
     system = ForecastSystem(config.model, config.model_config, t, n_features=datamodule.n_features)
     ckpt_dir = fold_dir / "checkpoints"
     has_val = len(datamodule.sets["val"]) > 0
-    last = L.pytorch.callbacks.ModelCheckpoint(
+    last = StepCheckpoint(
         dirpath=ckpt_dir,
         filename="step{step}",
         every_n_train_steps=t.checkpoint_every_n_steps,
@@ -325,8 +339,12 @@ def fit(
             mode="min",
             save_top_k=1,
             enable_version_counter=False,
+            save_on_train_epoch_end=False,
         )
-        cbs += [best, L.pytorch.callbacks.EarlyStopping("val_loss", patience=t.patience)]
+        stop = L.pytorch.callbacks.EarlyStopping(
+            "val_loss", patience=t.patience, check_on_train_epoch_end=False
+        )
+        cbs += [best, stop]
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=_accelerator(t),
@@ -553,7 +571,11 @@ def run(argv: typing.Sequence[str] | None = None, *, callbacks=()) -> Path:
                     resume=resume,
                 )
                 pred = predict_rows(result.system.model.cpu(), dm.sets["test"], dm.scales)
-                meta = {"epochs": result.epochs, "best_val_loss": result.best_val_loss}
+                meta = {
+                    "epochs": result.epochs,
+                    "best_val_loss": result.best_val_loss,
+                    "world_size": result.trainer.world_size,
+                }
                 if rank == 0:
                     np.savez(done, **pred)
                     (fold_dir / "fit.json").write_text(json.dumps(meta) + "\n")
