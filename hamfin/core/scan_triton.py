@@ -68,6 +68,7 @@ __all__ = ["HAS_TRITON", "gpu_figures", "scan_triton"]
 
 _DEFAULT_BLOCK_D = 32
 _NUM_WARPS = 4  # forward; not tuned on a GPU yet
+# FMA contraction stays on (Triton 3.9's default, made explicit: 3.10 turns it off).
 _NUM_WARPS_BWD = 8  # the backward keeps ~2x more (CHUNK, BLOCK_D) tiles live; not tuned either
 
 if HAS_TRITON:
@@ -534,15 +535,15 @@ def _forward(f, dt_v, dt_s, dt_pc, gm_v, gm_s, gm_pc, k, m, s0, plan, out_dtype,
         summ = torch.zeros(B, plan.n_seg, D, 6, device=dev, dtype=ct)  # last one unused
         _seg_summary_kernel[(B, plan.n_dblk, plan.n_seg - 1)](
             f, dt_v, gm_v, k, m, summ, L, D, plan.seg_len, plan.n_seg, *dt_s, *gm_s,
-            num_warps=_NUM_WARPS, **common,
+            num_warps=_NUM_WARPS, enable_fp_fusion=True, **common,
         )  # fmt: skip
         start = torch.empty(B, plan.n_seg, D, 2, device=dev, dtype=ct)
         _seg_carry_kernel[(B, plan.n_dblk)](
-            s0, summ, start, D, plan.n_seg, BLOCK_D=BD, REVERSE=False
+            s0, summ, start, D, plan.n_seg, BLOCK_D=BD, REVERSE=False, enable_fp_fusion=True
         )
     _fwd_kernel[(B, plan.n_dblk, plan.n_seg)](
         f, dt_v, gm_v, k, m, start, qp, bnd, end, L, D, plan.seg_len, plan.n_seg, plan.n_chunk,
-        *dt_s, *gm_s, STORE_BND=save_bnd, num_warps=_NUM_WARPS, **common,
+        *dt_s, *gm_s, STORE_BND=save_bnd, num_warps=_NUM_WARPS, enable_fp_fusion=True, **common,
     )  # fmt: skip
     return qp, end[:, -1], bnd
 
@@ -610,16 +611,23 @@ class _ScanTritonFn(torch.autograd.Function):
                 summ = torch.zeros(B, S, D, 6, device=dev, dtype=ct)  # segment 0's unused
                 _bwd_summary_kernel[(*grid, S - 1)](
                     g_qp, g_final, dt_v, gm_v, kc, mc, summ, L, D, plan.seg_len, S,
-                    *dt_s, *gm_s, num_warps=_NUM_WARPS, **common,
+                    *dt_s, *gm_s, num_warps=_NUM_WARPS, enable_fp_fusion=True, **common,
                 )  # fmt: skip
                 _seg_carry_kernel[grid](
-                    torch.zeros_like(ds0), summ, lam, D, S, BLOCK_D=plan.block_d, REVERSE=True
+                    torch.zeros_like(ds0),
+                    summ,
+                    lam,
+                    D,
+                    S,
+                    BLOCK_D=plan.block_d,
+                    REVERSE=True,
+                    enable_fp_fusion=True,
                 )
             _bwd_kernel[(*grid, S)](
                 fc, dt_v, gm_v, kc, mc, bnd, g_qp, g_final, lam,
                 df, ddt, dgm, dk, dm, ds0,
                 L, D, plan.n_chunk, plan.seg_len, S, *dt_s, *gm_s,
-                num_warps=_NUM_WARPS_BWD, **common,
+                num_warps=_NUM_WARPS_BWD, enable_fp_fusion=True, **common,
             )  # fmt: skip
         f_dt, dt_dt, gm_dt, k_dt, m_dt, s_dt = ctx.dtypes
         if dt_pc:
