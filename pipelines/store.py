@@ -8,6 +8,8 @@ Layout under ``root``::
     .lock                                                             writer lock (flock)
 
 ``date`` is the UTC date of ``ts_event`` (``date=none`` holds quarantine rows without one).
+As in any hive layout the partition key ``instrument_id`` lives in the path, not in the files of
+the known tables (``scan`` puts it back); ``date`` is never a column.
 Tables: ``quotes``, ``trades``, ``bars`` (the schema + LINEAGE columns), ``quarantine`` and
 ``flagged`` (QUARANTINE schema); any other name is stored as given.
 
@@ -293,6 +295,11 @@ class Store:
             message = f"store {self.root} has no {table} for {instrument_id} in {span}"
             raise PipelineError(message)
         frame = pl.scan_parquet(chosen, hive_partitioning=False)
+        if table in STORED_SCHEMAS:  # the partition key is in the path, not in the files
+            schema = STORED_SCHEMAS[table]
+            frame = frame.with_columns(pl.lit(instrument_id).alias("instrument_id")).select(
+                list(schema)
+            )
         if lo is not None:
             frame = frame.filter(pl.col("ts_event") >= lo)
         if hi is not None:
@@ -412,6 +419,8 @@ class Transaction:
                     f"{others['instrument_id'][0]!r}"
                 )
                 raise PipelineError(message)
+        if table in STORED_SCHEMAS:
+            df = df.drop("instrument_id")  # hive style: the key lives in the path only
         summary = WriteSummary(table, instrument_id, rows=df.height)
         if df.height == 0:
             self.summaries.append(summary)
@@ -519,6 +528,8 @@ def _merge(old: pl.DataFrame | None, new: pl.DataFrame, table: str) -> tuple[pl.
         merged = new
         fresh = new.height
     else:
+        if table in STORED_SCHEMAS and "instrument_id" in old.columns:
+            old = old.drop("instrument_id")  # written before the key left the files
         new = new.select(old.columns) if set(new.columns) == set(old.columns) else new
         key = MERGE_KEYS.get(table, list(new.columns))
         if table in REPLACE_TABLES:
