@@ -183,7 +183,7 @@ class HMLD(nn.Module):
         f = self.in_proj(x)  # (B, L, D)
         dt, gamma, k, m = self.coefficients(x)
         qp, final_state = scan(f, dt, gamma, k, m, state, chunk_size=self.config.chunk_size)
-        y = self.out_proj(qp.flatten(2))  # (B, L, 2D) → (B, L, d_model)
+        y = self.out_proj(qp.transpose(-1, -2).flatten(2))  # [q, p] (B, L, 2D) → (B, L, d_model)
         if not return_energy:
             return y, final_state
         terms: EnergyTerms = energy_terms(qp, f, dt, gamma, k, m, state)

@@ -142,281 +142,445 @@ def scan_ref(f, dt, gamma, k, m, state=None, *, chunk_size=64) -> tuple[Tensor, 
 
 # ----------------------------------------------------------------------------------------------
 # Chunked: all chunks advance together; a carry between chunks; a hand-written adjoint.
+#
+# Internally the states are planar, (B, L, 2, D), so that every (B, n, D) slice is contiguous
+# along D; the public (B, L, D, 2) result is a transposed view. Every loop works on slices of one
+# position of all chunks, in place, so the working set stays in cache.
 # ----------------------------------------------------------------------------------------------
 
 
+def _cuts(L: int, size: int) -> list[tuple[int, int, int]]:
+    """Cut [0, L) into (lo, hi, chunk) stretches: whole chunks of ``size``, then a ragged tail."""
+    whole = L // size * size
+    cuts = [(0, whole, size)] if whole else []
+    if whole < L:
+        cuts.append((whole, L, L - whole))
+    return cuts
+
+
 def _blocks(x: Tensor, lo: int, hi: int, size: int) -> Tensor:
-    """View ``x[:, lo:hi]`` as chunks (B, n, size, ...); a time-constant x (L-dim 1) as (B, 1, 1, ...)."""
+    """View ``x[:, lo:hi]`` as chunks (B, n, size, ...); a time-constant x as (B, 1, 1, ...)."""
     if x.shape[1] == 1:
         return x.unsqueeze(2)
     return x[:, lo:hi].unflatten(1, (-1, size))
 
 
 def _at(blocks: Tensor, j: int) -> Tensor:
-    """Position ``j`` of every chunk: (B, n, D), or (B, 1, D) for a time-constant tensor."""
+    """Position ``j`` of every chunk: (B, n, ...), or (B, 1, ...) for a time-constant tensor."""
     return blocks[:, :, j if blocks.shape[2] > 1 else 0]
 
 
-def _coefficients(dt: Tensor, gamma: Tensor, k: Tensor, m: Tensor):
-    """Return the step's coefficients h = Δ/2, h·k, w = Δ/m, e = exp(−γΔ/2) (elementwise)."""
-    h = 0.5 * dt
-    return h, h * k, dt / m, torch.exp(-h * gamma)
+def _carry(start: Tensor, transfer, local: Tensor, *, transpose: bool = False) -> Tensor:
+    """Pass the state between chunks: returns the (B, n, 2, D) state entering each chunk.
 
-
-class _Segment:
-    """One stretch of the sequence cut into n chunks of length C (the ragged tail is n = 1).
-
-    Holds chunk views of the inputs and the output, and the per-position coefficients (computed
-    once when Δ and γ are constant in time, else recomputed per position: cheaper than storing).
+    ``start`` (B, 2, D) enters chunk 0; the state leaving chunk c is P_c·(entering) + local_c with
+    P_c = ``transfer`` entries (p00, p01, p10, p11), each broadcastable to (B, n, D). With
+    ``transpose`` the chunks run last to first through P_cᵀ (the adjoint's carry).
     """
-
-    def __init__(self, f, dt, gamma, k, m, qp, lo, hi, size):
-        self.f = _blocks(f, lo, hi, size)  # (B, n, C, D)
-        self.qp = _blocks(qp, lo, hi, size)  # (B, n, C, D, 2)
-        self.dt, self.gamma = _blocks(dt, lo, hi, size), _blocks(gamma, lo, hi, size)
-        self.k, self.m = k, m
-        self.n, self.size = self.f.shape[1], size
-        self.lo, self.hi = lo, hi
-        self._constant = None
-        if dt.shape[1] == 1 and gamma.shape[1] == 1:
-            self._constant = _coefficients(self.dt[:, :, 0], self.gamma[:, :, 0], k, m)
-
-    def coefficients(self, j: int):
-        """Return (h, h·k, w, e) at position ``j`` of every chunk, each broadcastable to (B, n, D)."""
-        if self._constant is not None:
-            return self._constant
-        return _coefficients(_at(self.dt, j), _at(self.gamma, j), self.k, self.m)
+    B, n, _, D = local.shape
+    entering = local.new_empty((B, n, 2, D))
+    p00, p01, p10, p11 = (x.expand(-1, n, -1) for x in transfer)
+    if transpose:
+        p01, p10 = p10, p01
+    q, p = start[:, 0], start[:, 1]
+    for c in reversed(range(n)) if transpose else range(n):
+        entering[:, c, 0], entering[:, c, 1] = q, p
+        q, p = (
+            torch.addcmul(local[:, c, 0], p00[:, c], q).addcmul_(p01[:, c], p),
+            torch.addcmul(local[:, c, 1], p10[:, c], q).addcmul_(p11[:, c], p),
+        )
+    return entering
 
 
-def _leapfrog_(q: Tensor, p: Tensor, h_k: Tensor, w: Tensor, e: Tensor, hf: Tensor, forced: Tensor):
-    """Advance (q, p) in place by one conformal leapfrog step.
+# --- time-constant Δ and γ: matrix form --------------------------------------------------------
+# The step is one fixed 2×2 matrix per channel: s_t = A s_{t-1} + b f_t, and every chunk's
+# transfer is A^C. The backward sums ∂L/∂(A, b); autograd carries them to (Δ, γ, k, m) on (D,).
 
-    ``hf`` = h·f is the forcing impulse of one half kick; it is added to ``forced``, a view of
-    ``p`` (all of it, or the slot of a stack that carries the forced response).
+
+def _matrix_entries(dt, gamma, k, m):
+    """Return (a00, a01, a10, a11, b0, b1) of HMLD.md's A and b, broadcast from the arguments."""
+    a = dt * dt * k / (2 * m)
+    e = torch.exp(-0.5 * gamma * dt)
+    return (
+        1 - a,
+        dt * e / m,
+        -e * (0.5 * dt * k) * (2 - a),
+        e * e * (1 - a),
+        dt * dt / (2 * m),
+        e * dt * (1 - 0.5 * a),
+    )
+
+
+def _matmul2(x, y):
+    """Multiply 2×2 matrices given as entry tuples (x00, x01, x10, x11), elementwise."""
+    return (
+        x[0] * y[0] + x[1] * y[2],
+        x[0] * y[1] + x[1] * y[3],
+        x[2] * y[0] + x[3] * y[2],
+        x[2] * y[1] + x[3] * y[3],
+    )
+
+
+def _matpow2(a, n: int):
+    """Return the n-th power of the 2×2 matrix ``a`` (entry tuple) by repeated squaring."""
+    one, zero = torch.ones_like(a[0]), torch.zeros_like(a[0])
+    result = (one, zero, zero, one)
+    while n:
+        if n & 1:
+            result = _matmul2(a, result)
+        a, n = _matmul2(a, a), n >> 1
+    return result
+
+
+def _forward_constant(coef, f: Tensor, qp: Tensor, start: Tensor) -> Tensor:
+    """Advance ``start`` (B, 2, D) through chunks ``f`` (B, n, C, D); write ``qp`` (B, n, C, 2, D).
+
+    ``coef`` = (a00, a01, a10, a11, b0, b1), each broadcastable to (B, 1, D). Returns the final
+    state (B, 2, D).
     """
-    p.mul_(e)  # half damping
-    p.addcmul_(h_k, q, value=-1.0)  # half kick: potential ...
-    forced.add_(hf)  # ... and forcing
-    q.addcmul_(w, p)  # drift
-    p.addcmul_(h_k, q, value=-1.0)  # half kick
-    forced.add_(hf)
-    p.mul_(e)  # half damping
-
-
-def _adjoint_(lq: Tensor, lp: Tensor, h_k: Tensor, w: Tensor, e: Tensor) -> None:
-    """Apply Aᵀ in place to the adjoint (lq, lp): the leapfrog's substeps transposed, reversed."""
-    lp.mul_(e)
-    lq.addcmul_(h_k, lp, value=-1.0)
-    lp.addcmul_(w, lq)
-    lq.addcmul_(h_k, lp, value=-1.0)
-    lp.mul_(e)
-
-
-def _forward_segment(seg: _Segment, q0: Tensor, p0: Tensor):
-    """Advance the start state (q0, p0), (B, D), through ``seg``; write every state into seg.qp.
-
-    Returns the final (q, p), (B, D) each, and the chunk transfer matrices (4, B, n, D) as
-    columns (Pq1, Pp1, Pq2, Pp2) for the backward (None when n == 1).
-    """
-    B, n, C, D = seg.f.shape
-    transfer = None
+    a00, a01, a10, a11, b0, b1 = coef
+    B, n, C, D = f.shape
     if n == 1:
-        start_q, start_p = q0[:, None].clone(), p0[:, None].clone()  # (B, 1, D)
+        entering = start[:, None]  # (B, 1, 2, D)
     else:
-        # 1. Inside every chunk at once, from a zero state: the local response to the forcing
-        #    (slot 0) and the chunk's transfer matrix, column by column (slots 1, 2: unforced).
-        q = seg.f.new_zeros((3, B, n, D))
-        p = seg.f.new_zeros((3, B, n, D))
-        q[1], p[2] = 1.0, 1.0
-        for j in range(C):
-            h, h_k, w, e = seg.coefficients(j)
-            _leapfrog_(q, p, h_k, w, e, h * seg.f[:, :, j], p[0])
-        transfer = torch.stack((q[1], p[1], q[2], p[2]))  # (4, B, n, D)
-        # 2. Carry between chunks: the start state of chunk c is P_{c-1} start_{c-1} + local_{c-1}.
-        start_q, start_p = seg.f.new_empty((B, n, D)), seg.f.new_empty((B, n, D))
-        cq, cp = q0, p0
-        for c in range(n):
-            start_q[:, c], start_p[:, c] = cq, cp
-            cq, cp = (
-                q[1, :, c] * cq + q[2, :, c] * cp + q[0, :, c],
-                p[1, :, c] * cq + p[2, :, c] * cp + p[0, :, c],
-            )
-    # 3. Rerun every chunk from its true start state, writing the states.
-    q, p = start_q, start_p  # (B, n, D), owned
+        # 1. Inside every chunk at once, from a zero state: the local response to the forcing.
+        lq, lp = b0 * f[:, :, 0], b1 * f[:, :, 0]  # (B, n, D)
+        tq, tp = torch.empty_like(lq), torch.empty_like(lp)
+        for j in range(1, C):
+            fj = f[:, :, j]
+            torch.mul(b0, fj, out=tq).addcmul_(a00, lq).addcmul_(a01, lp)
+            torch.mul(b1, fj, out=tp).addcmul_(a10, lq).addcmul_(a11, lp)
+            lq, tq, lp, tp = tq, lq, tp, lp
+        local = torch.stack((lq, lp), dim=2)  # (B, n, 2, D)
+        # 2. Carry between chunks: entering_c = A^C entering_{c-1} + local_{c-1}.
+        entering = _carry(start, _matpow2((a00, a01, a10, a11), C), local)
+    # 3. Rerun every chunk from the state entering it, writing the states in place.
+    q, p = entering[:, :, 0], entering[:, :, 1]
     for j in range(C):
-        h, h_k, w, e = seg.coefficients(j)
-        _leapfrog_(q, p, h_k, w, e, h * seg.f[:, :, j], p)
-        seg.qp[:, :, j, :, 0] = q
-        seg.qp[:, :, j, :, 1] = p
-    return q[:, -1], p[:, -1], transfer
+        fj, qj, pj = f[:, :, j], qp[:, :, j, 0], qp[:, :, j, 1]
+        torch.mul(a00, q, out=qj).addcmul_(a01, p).addcmul_(b0, fj)
+        torch.mul(a11, p, out=pj).addcmul_(a10, q).addcmul_(b1, fj)
+        q, p = qj, pj
+    return qp[:, -1, -1]
 
 
-def _backward_segment(
-    seg: _Segment, g: Tensor, start: Tensor, transfer, lq: Tensor, lp: Tensor, grads: dict
-):
-    """Run the adjoint recurrence backwards through ``seg`` and accumulate parameter gradients.
+def _backward_constant(coef, f, qp, g, grad_f, start, nu, sums) -> Tensor:
+    """Run the adjoint backwards through chunks (B, n, C, D); return ν at the stretch's start.
 
-    The adjoint of s_t = A_t s_{t-1} + u_t is λ_t = g_t + A_{t+1}ᵀ λ_{t+1}; with ν_t = A_tᵀ λ_t
-    it is again a linear recurrence, ν_t = A_tᵀ(g_t + ν_{t+1}), chunked like the forward (the
-    chunk transfer of ν is the transpose of the forward's). ``g`` is the gradient of the states
-    (B, L, D, 2); ``start`` the segment's start state (B, D, 2); (lq, lp), (B, D), is ν at the
-    segment's end. Returns ν at the segment's start.
+    ν_t = Aᵀ(g_t + ν_{t+1}) is chunked like the forward. ``g`` (B, n, C, 2, D) is the gradient
+    of the states, ``grad_f`` (B, n, C, D) receives the forcing's, ``start`` (B, 2, D) is the
+    state before the stretch, ``nu`` (B, 2, D) the adjoint after it; ``sums`` collects
+    Σ ∂L/∂(a00, a01, a10, a11, b0, b1), each reduced to its coefficient's shape.
     """
-    B, n, C, D = seg.f.shape
-    g = _blocks(g, seg.lo, seg.hi, C)  # (B, n, C, D, 2)
+    a00, a01, a10, a11, b0, b1 = coef
+    B, n, C, D = f.shape
+    tq, tp = torch.empty_like(f[:, :, 0]), torch.empty_like(f[:, :, 0])
     if n == 1:
-        in_q, in_p = lq[:, None].clone(), lp[:, None].clone()  # (B, 1, D)
+        entering = nu[:, None]
     else:
         # 1. Inside every chunk at once, from a zero adjoint at the chunk's end: the local ν.
-        nq, np_ = seg.f.new_zeros((B, n, D)), seg.f.new_zeros((B, n, D))
-        for j in reversed(range(C)):
-            _, h_k, w, e = seg.coefficients(j)
-            nq.add_(g[:, :, j, :, 0])
-            np_.add_(g[:, :, j, :, 1])
-            _adjoint_(nq, np_, h_k, w, e)
-        # 2. Carry between chunks, last to first, through the transposed chunk transfers.
-        pq1, pp1, pq2, pp2 = transfer
-        in_q, in_p = seg.f.new_empty((B, n, D)), seg.f.new_empty((B, n, D))
-        cq, cp = lq, lp
-        for c in reversed(range(n)):
-            in_q[:, c], in_p[:, c] = cq, cp
-            cq, cp = (
-                pq1[:, c] * cq + pp1[:, c] * cp + nq[:, c],
-                pq2[:, c] * cq + pp2[:, c] * cp + np_[:, c],
-            )
-    # 3. Rerun every chunk backwards from its true incoming adjoint; at each position rebuild the
-    #    leapfrog's intermediate momenta from the saved states and accumulate the gradients.
-    prev0 = torch.cat((start[:, None], seg.qp[:, :-1, C - 1]), dim=1)  # (B, n, D, 2)
-    k, m = seg.k, seg.m
-    grad_f = _blocks(grads["f"], seg.lo, seg.hi, C)  # (B, n, C, D)
-    # Time-varying Δ, γ get their gradient stored per position; constant ones (and k, m) are
-    # summed over positions in (B, n, D) buffers, reduced once at the end.
-    stored = {
-        name: _blocks(grads[name], seg.lo, seg.hi, C)
-        for name in ("dt", "gamma")
-        if grads[name].shape[1] > 1
-    }
-    summed = {
-        name: seg.f.new_zeros((B, n, D)) for name in ("dt", "gamma", "k", "m") if name not in stored
-    }
-    lam_q, lam_p = in_q, in_p
-    for j in reversed(range(C)):
-        h, h_k, w, e = seg.coefficients(j)
-        dt, gamma = _at(seg.dt, j), _at(seg.gamma, j)
-        lam_q.add_(g[:, :, j, :, 0])  # λ_t = g_t + ν_{t+1}
-        lam_p.add_(g[:, :, j, :, 1])
-        prev = seg.qp[:, :, j - 1] if j > 0 else prev0
-        q0, p0, q1 = prev[..., 0], prev[..., 1], seg.qp[:, :, j, :, 0]
-        f = seg.f[:, :, j]
-        hf = h * f
-        p2 = torch.addcmul(hf, h_k, q0, value=-1.0).addcmul_(e, p0)  # after the first kick
-        p3 = torch.addcmul(hf, h_k, q1, value=-1.0).add_(p2)  # after the second kick
-        # reverse mode through the five substeps (see the module docstring)
-        g_p3 = e * lam_p
-        g_e = lam_p * p3
-        g_q1 = torch.addcmul(lam_q, h_k, g_p3, value=-1.0)
-        g_p2 = torch.addcmul(g_p3, w, g_q1)
-        g_e.addcmul_(g_p2, p0)
-        g_w = g_q1 * p2
-        g_hk = torch.mul(g_p3, q1).addcmul_(g_p2, q0).neg_()
-        g_hf = g_p3.add_(g_p2)
-        grad_f[:, :, j] = h * g_hf
-        g_h = torch.mul(f, g_hf).addcmul_(k, g_hk)
-        summed["k"].addcmul_(h, g_hk)
-        summed["m"].addcmul_(g_w, dt)  # times −1/m² at the end
-        # chain rule through h = Δ/2, w = Δ/m, e = exp(−γΔ/2)
-        g_dt = torch.addcmul(0.5 * g_h, g_w, 1.0 / m).addcmul_(g_e, e * (-0.5 * gamma))
-        g_gamma = g_e.mul_(e * (-0.5 * dt))
-        for name, value in (("dt", g_dt), ("gamma", g_gamma)):
-            if name in stored:
-                target = _at(stored[name], j)
-                target.copy_(value.sum_to_size(target.shape))
-            else:
-                summed[name].add_(value)
-        # ν_t = A_tᵀ λ_t, the adjoint handed to the previous position
-        lam_q = torch.addcmul(g_q1, h_k, g_p2, value=-1.0)
-        lam_p = g_p2.mul_(e)
-    for name, value in summed.items():
-        grads[name].add_(
-            value.sum_to_size(grads[name].shape)
-            if name in ("dt", "gamma")
-            else value.sum(dim=(0, 1))
+        #    The loop variable is λ_j = g_j + Aᵀ λ_{j+1}; the chunk hands on ν = Aᵀ λ_0.
+        lq, lp = g[:, :, C - 1, 0].clone(), g[:, :, C - 1, 1].clone()
+        for j in reversed(range(C - 1)):
+            torch.addcmul(g[:, :, j, 0], a00, lq, out=tq).addcmul_(a10, lp)
+            torch.addcmul(g[:, :, j, 1], a01, lq, out=tp).addcmul_(a11, lp)
+            lq, tq, lp, tp = tq, lq, tp, lp
+        local = torch.stack(
+            (torch.mul(a00, lq).addcmul_(a10, lp), torch.mul(a01, lq).addcmul_(a11, lp)), dim=2
         )
-    return lam_q[:, 0], lam_p[:, 0]
+        # 2. Carry between chunks, last to first, through (A^C)ᵀ.
+        entering = _carry(nu, _matpow2((a00, a01, a10, a11), C), local, transpose=True)
+    # 3. Rerun every chunk backwards from the adjoint entering it, accumulating the gradients.
+    prev0 = torch.cat((start[:, None], qp[:, :-1, C - 1]), dim=1)  # (B, n, 2, D)
+    acc = f.new_zeros((6, B, n, D))
+    lam_q = torch.add(entering[:, :, 0], g[:, :, C - 1, 0])  # λ_t = g_t + ν_{t+1}
+    lam_p = torch.add(entering[:, :, 1], g[:, :, C - 1, 1])
+    for j in reversed(range(C)):
+        prev = qp[:, :, j - 1] if j > 0 else prev0
+        q0, p0, fj = prev[:, :, 0], prev[:, :, 1], f[:, :, j]
+        acc[0].addcmul_(lam_q, q0)  # ∂L/∂A = λ s_{t-1}ᵀ
+        acc[1].addcmul_(lam_q, p0)
+        acc[2].addcmul_(lam_p, q0)
+        acc[3].addcmul_(lam_p, p0)
+        acc[4].addcmul_(lam_q, fj)  # ∂L/∂b = λ f_t
+        acc[5].addcmul_(lam_p, fj)
+        torch.mul(b0, lam_q, out=grad_f[:, :, j]).addcmul_(b1, lam_p)  # ∂L/∂f = bᵀλ
+        if j == 0:
+            break
+        # λ_{t-1} = g_{t-1} + Aᵀ λ_t
+        torch.addcmul(g[:, :, j - 1, 0], a00, lam_q, out=tq).addcmul_(a10, lam_p)
+        torch.addcmul(g[:, :, j - 1, 1], a01, lam_q, out=tp).addcmul_(a11, lam_p)
+        lam_q, tq, lam_p, tp = tq, lam_q, tp, lam_p
+    for i, c in enumerate(coef):
+        sums[i].add_(acc[i].sum_to_size(c.shape))
+    # ν at the stretch's start = Aᵀ λ of its first position (chunk 0)
+    lq, lp = lam_q[:, 0], lam_p[:, 0]
+    return torch.stack((a00[:, 0] * lq + a10[:, 0] * lp, a01[:, 0] * lq + a11[:, 0] * lp), dim=1)
 
 
-def _segments(f, dt, gamma, k, m, qp, size: int) -> list[_Segment]:
-    """Cut [0, L) into whole chunks of ``size`` and a ragged tail (one short chunk)."""
-    L = f.shape[1]
-    whole = L // size * size
-    segments = []
-    if whole:
-        segments.append(_Segment(f, dt, gamma, k, m, qp, 0, whole, size))
-    if whole < L:
-        segments.append(_Segment(f, dt, gamma, k, m, qp, whole, L, L - whole))
-    return segments
-
-
-class _ChunkedScan(torch.autograd.Function):
-    """Chunked forward and hand-written adjoint; saves f, the parameters and the states only."""
+class _ConstantScan(torch.autograd.Function):
+    """Chunked scan in matrix form for time-constant coefficients; saves f and the states."""
 
     @staticmethod
-    def forward(ctx, f, dt, gamma, k, m, state, chunk_size):
+    def forward(ctx, a00, a01, a10, a11, b0, b1, f, state, chunk_size):
+        coef = (a00, a01, a10, a11, b0, b1)
         B, L, D = f.shape
-        qp = f.new_empty((B, L, D, 2))
-        q, p = state[..., 0], state[..., 1]
-        transfers = []
-        for seg in _segments(f, dt, gamma, k, m, qp, chunk_size):
-            q, p, transfer = _forward_segment(seg, q, p)
-            transfers.append(transfer)
+        qp = f.new_empty((B, L, 2, D))
+        s = state
+        for lo, hi, size in _cuts(L, chunk_size):
+            s = _forward_constant(coef, _blocks(f, lo, hi, size), _blocks(qp, lo, hi, size), s)
         ctx.chunk_size = chunk_size
-        ctx.save_for_backward(f, dt, gamma, k, m, state, qp, *transfers)
-        return qp, torch.stack((q, p), dim=-1)
+        ctx.save_for_backward(*coef, f, state, qp)
+        return qp, s.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_qp, g_final):
-        f, dt, gamma, k, m, state, qp, *transfers = ctx.saved_tensors
+        *coef, f, state, qp = ctx.saved_tensors
         g_qp = torch.zeros_like(qp) if g_qp is None else g_qp
-        g_final = torch.zeros_like(state) if g_final is None else g_final
-        grads = {
-            "f": torch.empty_like(f),
-            "dt": torch.zeros_like(dt),
-            "gamma": torch.zeros_like(gamma),
-            "k": torch.zeros_like(k),
-            "m": torch.zeros_like(m),
-        }
-        lq, lp = g_final[..., 0].clone(), g_final[..., 1].clone()  # ν after the last step
-        segments = _segments(f, dt, gamma, k, m, qp, ctx.chunk_size)
-        for seg, transfer in reversed(list(zip(segments, transfers))):
-            start = state if seg.lo == 0 else qp[:, seg.lo - 1]
-            lq, lp = _backward_segment(seg, g_qp, start, transfer, lq, lp, grads)
-        grads["m"].mul_(-1.0 / (m * m))
-        g_state = torch.stack((lq, lp), dim=-1)
-        return grads["f"], grads["dt"], grads["gamma"], grads["k"], grads["m"], g_state, None
+        nu = torch.zeros_like(state) if g_final is None else g_final.clone()
+        grad_f = torch.empty_like(f)
+        sums = [torch.zeros_like(c) for c in coef]
+        for lo, hi, size in reversed(_cuts(f.shape[1], ctx.chunk_size)):
+            start = state if lo == 0 else qp[:, lo - 1]
+            nu = _backward_constant(
+                coef,
+                *(_blocks(x, lo, hi, size) for x in (f, qp, g_qp, grad_f)),
+                start,
+                nu,
+                sums,
+            )
+        return (*sums, grad_f, nu, None)
+
+
+# --- time-varying Δ_t or γ_t (selective): leapfrog form -----------------------------------------
+# The coefficients h = Δ/2, h·k, w = Δ/m are recomputed per position (cheaper than storing them);
+# e = exp(−γΔ/2) is computed once and saved. The backward is reverse mode through the five
+# substeps, with the intermediate momenta rebuilt from the saved states.
+
+
+def _leapfrog_(q, p, h, h_k, w, e, fj=None) -> None:
+    """Advance (q, p) in place by one conformal leapfrog step with forcing ``fj`` (None: none)."""
+    p.mul_(e)  # half damping
+    p.addcmul_(h_k, q, value=-1.0)  # half kick: potential ...
+    if fj is not None:
+        p.addcmul_(h, fj)  # ... and forcing
+    q.addcmul_(w, p)  # drift
+    p.addcmul_(h_k, q, value=-1.0)  # half kick
+    if fj is not None:
+        p.addcmul_(h, fj)
+    p.mul_(e)  # half damping
+
+
+class _Varying:
+    """Per-position coefficients of one stretch with time-varying Δ or γ, in reused buffers."""
+
+    def __init__(self, dt, gamma, e, k, m, lo, hi, size):
+        self.dt, self.gamma = _blocks(dt, lo, hi, size), _blocks(gamma, lo, hi, size)
+        self.e = _blocks(e, lo, hi, size)
+        self.k, self.m = k, m
+        shape = torch.broadcast_shapes(_at(self.dt, 0).shape, _at(self.gamma, 0).shape)
+        self.h, self.h_k, self.w = (dt.new_empty(shape) for _ in range(3))
+
+    def compute_e(self, j: int) -> None:
+        """Fill e = exp(−γΔ/2) at position ``j``."""
+        torch.mul(_at(self.gamma, j), _at(self.dt, j), out=_at(self.e, j)).mul_(-0.5).exp_()
+
+    def at(self, j: int):
+        """Return (h, h·k, w, e) at position ``j`` of every chunk."""
+        dt = _at(self.dt, j)
+        torch.mul(dt, 0.5, out=self.h)
+        torch.mul(self.h, self.k, out=self.h_k)
+        torch.div(dt, self.m, out=self.w)
+        return self.h, self.h_k, self.w, _at(self.e, j)
+
+
+def _forward_varying(co: _Varying, f: Tensor, qp: Tensor, start: Tensor) -> Tensor:
+    """Advance ``start`` (B, 2, D) through chunks ``f`` (B, n, C, D); write ``qp``; return final."""
+    B, n, C, D = f.shape
+    for j in range(C):
+        co.compute_e(j)
+    if n == 1:
+        entering = start[:, None]
+    else:
+        # 1. Inside every chunk at once: the local response from a zero state, and the chunk's
+        #    transfer matrix, column by column (unforced states started at (1, 0) and (0, 1)).
+        local = f.new_zeros((B, n, 2, D))
+        cols = f.new_zeros((2, *co.h.shape[:2], 2, D))  # (column, B, n, q|p, D)
+        cols[0, :, :, 0], cols[1, :, :, 1] = 1.0, 1.0
+        for j in range(C):
+            h, h_k, w, e = co.at(j)
+            _leapfrog_(local[:, :, 0], local[:, :, 1], h, h_k, w, e, f[:, :, j])
+            _leapfrog_(cols[:, :, :, 0], cols[:, :, :, 1], h, h_k, w, e)
+        transfer = (cols[0, :, :, 0], cols[1, :, :, 0], cols[0, :, :, 1], cols[1, :, :, 1])
+        # 2. Carry between chunks.
+        entering = _carry(start, transfer, local)
+    # 3. Rerun every chunk from the state entering it, writing the states in place.
+    q, p = entering[:, :, 0], entering[:, :, 1]
+    for j in range(C):
+        h, h_k, w, e = co.at(j)
+        qj, pj = qp[:, :, j, 0], qp[:, :, j, 1]
+        qj.copy_(q)
+        pj.copy_(p)
+        _leapfrog_(qj, pj, h, h_k, w, e, f[:, :, j])
+        q, p = qj, pj
+    return qp[:, -1, -1]
+
+
+def _store(target: Tensor, value: Tensor) -> None:
+    """Write ``value`` into ``target``, summing over the dimensions ``target`` broadcasts."""
+    target.copy_(value if value.shape == target.shape else value.sum_to_size(target.shape))
+
+
+def _backward_varying(co: _Varying, f, qp, g, grad_f, start, nu, grads) -> Tensor:
+    """Run the adjoint backwards through chunks (B, n, C, D); return ν at the stretch's start.
+
+    Arguments as in ``_backward_constant``; ``grads`` holds ``dt``, ``gamma`` (chunk views of the
+    full gradients where they vary in time, else accumulators) and ``k``, ``m`` (accumulators).
+    """
+    B, n, C, D = f.shape
+    k, inv_m = co.k, 1.0 / co.m
+    if n == 1:
+        entering = nu[:, None].clone()
+    else:
+        # 1. Local adjoint inside every chunk, from zero at the chunk's end (Aᵀ: the substeps
+        #    transposed, in reverse order).
+        local = f.new_zeros((B, n, 2, D))
+        lq, lp = local[:, :, 0], local[:, :, 1]
+        for j in reversed(range(C)):
+            _, h_k, w, e = co.at(j)
+            lq.add_(g[:, :, j, 0])
+            lp.add_(g[:, :, j, 1])
+            lp.mul_(e)
+            lq.addcmul_(h_k, lp, value=-1.0)
+            lp.addcmul_(w, lq)
+            lq.addcmul_(h_k, lp, value=-1.0)
+            lp.mul_(e)
+        # 2. Carry between chunks, last to first, through the transposed chunk transfers
+        #    (recomputed: the forward's columns are not kept).
+        cols = f.new_zeros((2, *co.h.shape[:2], 2, D))
+        cols[0, :, :, 0], cols[1, :, :, 1] = 1.0, 1.0
+        for j in range(C):
+            h, h_k, w, e = co.at(j)
+            _leapfrog_(cols[:, :, :, 0], cols[:, :, :, 1], h, h_k, w, e)
+        transfer = (cols[0, :, :, 0], cols[1, :, :, 0], cols[0, :, :, 1], cols[1, :, :, 1])
+        entering = _carry(nu, transfer, local, transpose=True)
+    # 3. Rerun every chunk backwards: rebuild the step's momenta p2 (after the first kick) and
+    #    p3 (before the last half damping) from the saved states, then reverse mode through
+    #    p1 = e p0; p2 = p1 + h(f − k q0); q1 = q0 + w p2; p3 = p2 + h(f − k q1); p4 = e p3.
+    prev0 = torch.cat((start[:, None], qp[:, :-1, C - 1]), dim=1)  # (B, n, 2, D)
+    lam_q, lam_p = entering[:, :, 0], entering[:, :, 1]
+    p2, p3, g_p2, g_p3, g_e, g_w, s_k, g_h, tmp = (torch.empty_like(lam_q) for _ in range(9))
+    for j in reversed(range(C)):
+        h, h_k, w, e = co.at(j)
+        dt, gamma = _at(co.dt, j), _at(co.gamma, j)
+        lam_q.add_(g[:, :, j, 0])  # λ_t = g_t + ν_{t+1}
+        lam_p.add_(g[:, :, j, 1])
+        prev = qp[:, :, j - 1] if j > 0 else prev0
+        q0, p0, q1, fj = prev[:, :, 0], prev[:, :, 1], qp[:, :, j, 0], f[:, :, j]
+        torch.mul(e, p0, out=p2).addcmul_(h, fj).addcmul_(h_k, q0, value=-1.0)
+        torch.addcmul(p2, h, fj, out=p3).addcmul_(h_k, q1, value=-1.0)
+        torch.mul(e, lam_p, out=g_p3)  # ∂L/∂p3
+        torch.mul(lam_p, p3, out=g_e)  # ∂L/∂e (damping at the end) ...
+        g_q1 = lam_q.addcmul_(h_k, g_p3, value=-1.0)  # ∂L/∂q1 (λ_q is not needed again)
+        torch.addcmul(g_p3, w, g_q1, out=g_p2)  # ∂L/∂p2
+        g_e.addcmul_(g_p2, p0)  # ... and at the start
+        torch.mul(g_q1, p2, out=g_w)  # ∂L/∂w
+        torch.mul(g_p3, q1, out=s_k).addcmul_(g_p2, q0)  # ∂L/∂(hk) = −s_k
+        g_hf = g_p3.add_(g_p2)  # ∂L/∂(h f)
+        torch.mul(h, g_hf, out=grad_f[:, :, j])
+        torch.mul(fj, g_hf, out=g_h).addcmul_(k, s_k, value=-1.0)  # ∂L/∂h
+        grads["k"].addcmul_(h, s_k, value=-1.0)
+        grads["m"].addcmul_(g_w, dt)  # times −1/m² at the end
+        # chain rule through h = Δ/2, w = Δ/m, e = exp(−γΔ/2)
+        torch.mul(gamma, e, out=tmp)
+        g_dt = g_h.mul_(0.5).addcmul_(g_w, inv_m).addcmul_(tmp, g_e, value=-0.5)
+        g_gamma = g_e.mul_(e).mul_(dt).mul_(-0.5)
+        for name, value in (("dt", g_dt), ("gamma", g_gamma)):
+            target = grads[name]
+            if target.dim() == 4:  # varies in time: chunk view of the full gradient
+                _store(_at(target, j), value)
+            else:
+                target.add_(value)
+        # ν_t = Aᵀ λ_t, handed to the previous position
+        lam_q = g_q1.addcmul_(h_k, g_p2, value=-1.0)
+        lam_p, g_p2 = g_p2.mul_(e), lam_p
+    return torch.stack((lam_q[:, 0], lam_p[:, 0]), dim=1)
+
+
+class _VaryingScan(torch.autograd.Function):
+    """Chunked scan in leapfrog form for time-varying Δ or γ; saves f, Δ, γ, e and the states."""
+
+    @staticmethod
+    def forward(ctx, f, dt, gamma, k, m, state, chunk_size):
+        B, L, D = f.shape
+        qp = f.new_empty((B, L, 2, D))
+        e = f.new_empty(torch.broadcast_shapes(dt.shape, gamma.shape))
+        s = state
+        for lo, hi, size in _cuts(L, chunk_size):
+            co = _Varying(dt, gamma, e, k, m, lo, hi, size)
+            s = _forward_varying(co, _blocks(f, lo, hi, size), _blocks(qp, lo, hi, size), s)
+        ctx.chunk_size = chunk_size
+        ctx.save_for_backward(f, dt, gamma, e, k, m, state, qp)
+        return qp, s.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_qp, g_final):
+        f, dt, gamma, e, k, m, state, qp = ctx.saved_tensors
+        B, L, D = f.shape
+        g_qp = torch.zeros_like(qp) if g_qp is None else g_qp
+        nu = torch.zeros_like(state) if g_final is None else g_final.clone()
+        grad_f = torch.empty_like(f)
+        full = {"dt": torch.zeros_like(dt), "gamma": torch.zeros_like(gamma)}
+        grad_k, grad_m = torch.zeros_like(k), torch.zeros_like(m)
+        for lo, hi, size in reversed(_cuts(L, ctx.chunk_size)):
+            co = _Varying(dt, gamma, e, k, m, lo, hi, size)
+            shape = (B, co.h.shape[1], D)
+            grads = {"k": f.new_zeros(shape), "m": f.new_zeros(shape)}
+            for name, x in (("dt", dt), ("gamma", gamma)):
+                grads[name] = (
+                    _blocks(full[name], lo, hi, size) if x.shape[1] > 1 else f.new_zeros(shape)
+                )
+            start = state if lo == 0 else qp[:, lo - 1]
+            nu = _backward_varying(
+                co, *(_blocks(x, lo, hi, size) for x in (f, qp, g_qp, grad_f)), start, nu, grads
+            )
+            for name, x in (("dt", dt), ("gamma", gamma)):
+                if x.shape[1] == 1:
+                    full[name].add_(grads[name].sum_to_size(x.shape))
+            grad_k.add_(grads["k"].sum(dim=(0, 1)))
+            grad_m.add_(grads["m"].sum(dim=(0, 1)))
+        grad_m.mul_(-1.0 / (m * m))
+        return grad_f, full["dt"], full["gamma"], grad_k, grad_m, nu, None
 
 
 def scan_chunked(f, dt, gamma, k, m, state=None, *, chunk_size=64) -> tuple[Tensor, Tensor]:
     """Evolve the oscillators chunk by chunk; same arguments and results as ``scan_ref``.
 
-    All chunks of length ``chunk_size`` advance together, one position at a time (C Python steps
-    over (B, L/C, D) slices), then a carry passes between chunks (L/C steps over (B, D)), then
-    every chunk is rerun from its true start state. The backward is the same scheme run on the
-    adjoint recurrence, backwards in time. Memory: the states (B, L, D, 2) plus the chunk transfer
-    matrices (4·B·L/C·D); nothing of size L×L or D×D. Numerically equal to ``scan_ref`` to
-    round-off (tested for outputs, final states and gradients).
+    1. Cut the sequence into chunks of length C (a ragged tail is one short chunk) and advance
+       all chunks at once, one position at a time, from a zero state: each chunk's local
+       response to its forcing and its transfer matrix (A^C when Δ and γ are constant in time).
+    2. Carry the state between chunks: entering_c = P_{c−1} entering_{c−1} + local_{c−1}.
+    3. Rerun every chunk from the state entering it, writing all states.
+
+    That is C + L/C Python-level steps over (B, L/C, D) and (B, D) slices instead of L. The
+    backward runs the same three steps on the adjoint recurrence ν_t = A_tᵀ(g_t + ν_{t+1}),
+    backwards in time, with hand-written gradients. Memory: the states (B, L, 2, D), plus e
+    (B, L, D) when Δ or γ vary in time, plus (B, L/C, 2, D) carries; nothing of size L×L or
+    D×D. Equal to ``scan_ref`` to round-off (tested: outputs, final states and gradients).
 
     Parameters
     ----------
     f, dt, gamma, k, m, state
         As in ``scan_ref``.
     chunk_size : int
-        Chunk length C ≥ 1. A length L that is not a multiple of C ends with one short chunk.
+        Chunk length C ≥ 1.
 
     Returns
     -------
     qp : Tensor
-        (B, L, D, 2), the state after each step.
+        (B, L, D, 2), the state after each step (a transposed view of planar storage).
     final_state : Tensor
         (B, D, 2).
     """
@@ -426,8 +590,13 @@ def scan_chunked(f, dt, gamma, k, m, state=None, *, chunk_size=64) -> tuple[Tens
     B, L, D = f.shape
     if L == 0:
         return f.new_zeros((B, 0, D, 2)).to(out_dtype), state.to(out_dtype)
-    qp, final = _ChunkedScan.apply(f, dt, gamma, k, m, state, int(chunk_size))
-    return qp.to(out_dtype), final.to(out_dtype)
+    planar = state.transpose(1, 2)  # (B, 2, D)
+    if dt.shape[1] == 1 and gamma.shape[1] == 1:
+        coef = _matrix_entries(dt, gamma, k, m)  # each (B or 1, 1, D)
+        qp, final = _ConstantScan.apply(*coef, f, planar, int(chunk_size))
+    else:
+        qp, final = _VaryingScan.apply(f, dt, gamma, k, m, planar, int(chunk_size))
+    return qp.transpose(2, 3).to(out_dtype), final.transpose(1, 2).to(out_dtype)
 
 
 def scan(f, dt, gamma, k, m, state=None, *, chunk_size=64) -> tuple[Tensor, Tensor]:
