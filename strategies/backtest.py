@@ -600,9 +600,17 @@ def run_backtest(
     if has_energy:
         e = total_energy(mine).to_numpy().astype(float)[acting]
         energy_bar = _value_in_force(f_bar, e, n)
-    regimes = label_regimes(
-        window, energy=energy_bar if has_energy else None, params=config.regimes
+    # trailing-window regimes start from bars before the window where there are some
+    rp = config.regimes
+    warmup = bars.filter(pl.col("ts_event") < bar_ts[0]).tail(
+        max(rp.vol_window, rp.vr_window + rp.vr_lag) + 1
     )
+    energy_all = np.concatenate([np.full(warmup.height, np.nan), energy_bar])
+    regimes = label_regimes(
+        pl.concat([warmup.select(window.columns), window]),
+        energy=energy_all if has_energy else None,
+        params=rp,
+    ).slice(warmup.height)
     fold_bar = _value_in_force(f_bar, mine.get_column("fold").to_numpy()[acting].astype(float), n)
     fold_labels = np.array([None if np.isnan(v) else str(int(v)) for v in fold_bar], dtype=object)
     regimes = regimes.with_columns(pl.Series("fold", fold_labels, dtype=pl.String))
@@ -838,7 +846,7 @@ def load_run_bars(
         raise BacktestInputError(f"{root}: store root not found")
     ts = forecasts.get_column("ts_event")
     day = 86_400 * 10**9
-    start, end = int(ts.min()) - day, int(ts.max()) + 8 * day
+    start, end = int(ts.min()) - 7 * day, int(ts.max()) + 8 * day  # regime warm-up, horizon
     try:
         bars = Store(Path(root)).scan("bars", instrument_id, start=start, end=end).collect()
     except Exception as err:  # noqa: BLE001 - the store's own message names the problem

@@ -313,3 +313,37 @@ def test_optuna_study_sets_the_number_of_trials_for_the_deflated_sharpe(tmp_path
     assert few.card["deflated_sharpe"] == pytest.approx(few.card["psr"])
     with pytest.raises(BacktestInputError, match="cannot load Optuna study"):
         optuna_trials(storage, "no-such-study")
+
+
+def test_run_bars_come_from_the_store_aggregated_to_the_runs_bar_length(tmp_path):
+    import json
+
+    from pipelines.store import Store
+    from strategies.backtest import load_run_bars
+
+    minute = 60_000_000_000
+    one_minute = make_bars(600, seed=21, bar_ns=minute)
+    Store(tmp_path / "store").write("bars", one_minute, instrument_id="EURUSD")
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": "hmld", "data": {"store": str(tmp_path / "store"), "bar": "5m"}}
+    (run / "config.json").write_text(json.dumps(config))
+    five = one_minute.with_columns((pl.col("ts_event") // (5 * minute) * (5 * minute)).alias("w"))
+    expected = five.group_by("w", maintain_order=True).agg(
+        pl.col("open").first(), pl.col("close").last(), pl.col("high").max()
+    )
+    forecasts = make_forecasts(
+        expected.select(
+            pl.lit("EURUSD").alias("instrument_id"),
+            (pl.col("w") + 5 * minute).alias("ts_close"),
+            "close",
+        )
+    )
+    bars = load_run_bars(run, "EURUSD", forecasts, None)
+    assert bars.height == expected.height == 120
+    assert (bars["ts_close"] - bars["ts_event"]).unique().to_list() == [5 * minute]
+    np.testing.assert_allclose(bars["open"].to_numpy(), expected["open"].to_numpy())
+    np.testing.assert_allclose(bars["close"].to_numpy(), expected["close"].to_numpy())
+    np.testing.assert_allclose(bars["high"].to_numpy(), expected["high"].to_numpy())
+    result = run_backtest(forecasts, bars, load_spec("EURUSD"), config=FAST)
+    assert result.card["bar_seconds"] == 300.0
