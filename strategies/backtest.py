@@ -37,7 +37,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -941,6 +941,40 @@ def optuna_trials(storage, study_name: str) -> tuple[int, np.ndarray | None]:
     return max(len(done), 1), None
 
 
+def apply_overrides(strategies: dict[str, Params], pairs: list[str]) -> dict[str, Params]:
+    """Return ``strategies`` with ``rule.field=value`` overrides applied, type-checked.
+
+    Raises
+    ------
+    BacktestInputError
+        Unknown rule or field, a value of the wrong type, or params that fail validation.
+    """
+    out = dict(strategies)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        rule, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise BacktestInputError(f"--set {pair!r}: expected RULE.FIELD=VALUE")
+        if rule not in out:
+            raise BacktestInputError(f"--set {pair!r}: no rule {rule!r} (have {sorted(out)})")
+        params = out[rule]
+        kinds = {f.name: f.type for f in fields(params)}
+        if name not in kinds or name == "base":
+            message = f"--set {pair!r}: {type(params).__name__} has no field {name!r}"
+            raise BacktestInputError(message)
+        kind = kinds[name] if isinstance(kinds[name], str) else kinds[name].__name__
+        try:
+            value = int(raw) if kind == "int" else float(raw)
+            out[rule] = replace(params, **{name: value})
+        except ValueError as err:
+            raise BacktestInputError(f"--set {pair!r}: {err}") from err
+    return out
+
+
+def _has_energy(forecasts: pl.DataFrame) -> bool:
+    return bool(total_energy(forecasts).is_not_null().any())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m strategies.backtest",
@@ -953,7 +987,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=sorted(STRATEGIES),
         help="rule(s) to run, the first is the headline (default: all that apply)",
     )
-    parser.add_argument("--model", help="which model's forecasts (default: hmld or the only one)")
+    parser.add_argument("--model", help="which model's forecasts (default: the run's model)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="RULE.FIELD=VALUE",
+        help="override a rule parameter, e.g. threshold.upper=0.6 (type-checked)",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--bars", type=Path, help="Parquet file of BARS rows")
     source.add_argument("--store", type=Path, help="store root (default: config.json's store)")
@@ -1018,6 +1059,11 @@ def _run_cli(args: argparse.Namespace) -> BacktestResult:
     strategies = None
     if args.strategy:
         strategies = {name: STRATEGIES[name] for name in dict.fromkeys(args.strategy)}
+    if args.set:
+        chosen = strategies or dict(STRATEGIES)
+        strategies = apply_overrides(chosen, args.set)
+        if not args.strategy and not _has_energy(forecasts):
+            strategies.pop("energy-filter", None)
     config = BacktestConfig(
         capital=args.capital,
         rollover=not args.no_rollover,

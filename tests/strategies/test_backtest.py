@@ -347,3 +347,20 @@ def test_run_bars_come_from_the_store_aggregated_to_the_runs_bar_length(tmp_path
     np.testing.assert_allclose(bars["high"].to_numpy(), expected["high"].to_numpy())
     result = run_backtest(forecasts, bars, load_spec("EURUSD"), config=FAST)
     assert result.card["bar_seconds"] == 300.0
+
+
+def test_set_overrides_rule_parameters_with_type_checks():
+    from strategies.backtest import STRATEGIES, apply_overrides
+
+    out = apply_overrides(dict(STRATEGIES), ["threshold.upper=0.6", "energy-filter.n_quantiles=4"])
+    assert out["threshold"] == ThresholdParams(upper=0.6)
+    assert out["energy-filter"].n_quantiles == 4
+    for bad, message in [
+        ("threshold.upper", "RULE.FIELD=VALUE"),
+        ("momentum.x=1", "no rule"),
+        ("threshold.nope=1", "no field"),
+        ("energy-filter.n_quantiles=2.5", "invalid literal"),
+        ("threshold.upper=0.3", "lower <= upper"),
+    ]:
+        with pytest.raises(BacktestInputError, match=message):
+            apply_overrides(dict(STRATEGIES), [bad])
