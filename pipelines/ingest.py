@@ -12,6 +12,17 @@ Accounting, checked before the commit (an internal error otherwise):
 ``rows_in == rows_stored + rows_quarantined`` per file and in total, where ``rows_in`` is the
 readers' count of data lines. ``rows_stored`` counts rows of this ingest that are in the store
 afterwards; ``rows_new`` those that were not there before (a re-ingest has ``rows_new == 0``).
+
+The JSON report (``<store>/_reports/<txid>-<instrument_id>.json``) holds ``ingest_id``,
+``instrument_id``, ``format``, ``rows_in``, ``rows_stored``, ``rows_new``,
+``rows_already_stored``, ``rows_quarantined``, ``quarantined_by_reason``, ``rows_flagged``,
+``flagged_by_reason``, ``time_range`` (first/last stored ``ts_event``, int ns and ISO),
+``files`` (the same counts per input file; rows of zip members count for their archive),
+``tables`` (rows stored/new and partitions touched per table), ``cleaning`` (the policy used),
+``seconds`` and per-phase ``timings``.
+
+Memory: one ingest holds its batch in memory (about 100 bytes per tick); split very large
+histories into several ingests (each is atomic). Scans and bars run lazily / in day chunks.
 """
 
 from __future__ import annotations
