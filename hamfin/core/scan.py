@@ -599,6 +599,24 @@ def scan_chunked(f, dt, gamma, k, m, state=None, *, chunk_size=64) -> tuple[Tens
     return qp.transpose(2, 3).to(out_dtype), final.transpose(1, 2).to(out_dtype)
 
 
+def _triton_scan():
+    """Return ``scan_triton`` when ``hamfin.core.scan_triton`` imports with triton, else None."""
+    try:
+        from hamfin.core.scan_triton import HAS_TRITON, scan_triton
+    except ImportError:
+        return None
+    return scan_triton if HAS_TRITON else None
+
+
 def scan(f, dt, gamma, k, m, state=None, *, chunk_size=64) -> tuple[Tensor, Tensor]:
-    """Dispatch: ``scan_triton`` for CUDA tensors when available, else ``scan_chunked``."""
+    """Run the HML-D scan with the fastest implementation for the device.
+
+    CUDA tensors go to ``scan_triton`` (fused kernels) when ``hamfin.core.scan_triton`` imports
+    and triton is available; everything else to ``scan_chunked``. Same arguments and results as
+    ``scan_ref``, the specification both are tested against.
+    """
+    if isinstance(f, Tensor) and f.is_cuda:
+        fused = _triton_scan()
+        if fused is not None:
+            return fused(f, dt, gamma, k, m, state, chunk_size=chunk_size)
     return scan_chunked(f, dt, gamma, k, m, state, chunk_size=chunk_size)
