@@ -17,7 +17,7 @@ from strategies.backtest import (
     simulate,
 )
 from strategies.signals import EnergyFilterParams, ThresholdParams
-from tests.strategies.conftest import HOUR_NS, MONDAY, make_bars, make_forecasts
+from tests.strategies.factories import HOUR_NS, MONDAY, make_bars, make_forecasts
 
 FAST = BacktestConfig(n_boot=100, n_boot_regime=30, n_random=100, rollover=False)
 

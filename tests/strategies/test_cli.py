@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.strategies.conftest import make_bars, make_forecasts
+from tests.strategies.factories import make_bars, make_forecasts
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from strategies.regimes import (
     robustness_summary,
     robustness_table,
 )
-from tests.strategies.conftest import HOUR_NS, MONDAY
+from tests.strategies.factories import HOUR_NS, MONDAY
 
 
 def _ns(text: str) -> int:

@@ -17,7 +17,7 @@ from strategies.signals import (
     threshold_signal,
     vol_target_signal,
 )
-from tests.strategies.conftest import make_bars, make_forecasts
+from tests.strategies.factories import make_bars, make_forecasts
 
 
 @pytest.fixture(scope="module")
