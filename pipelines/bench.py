@@ -59,6 +59,8 @@ def fxcm_files(data: str | Path | None) -> list[Path]:
 
 
 def job_pipeline(files: list[Path], work: Path) -> dict[str, Any]:
+    import pipelines.bars  # noqa: F401 - imported lazily by build_bars; keep it out of the timing
+    import pipelines.readers.lean  # noqa: F401 - likewise for the reader
     from data_specs.spec import load_spec
     from pipelines.ingest import build_bars, ingest
 
@@ -104,6 +106,7 @@ def job_io_floor(files: list[Path], work: Path) -> dict[str, Any]:
 def job_pandas(files: list[Path], work: Path) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
+    import pyarrow.parquet  # noqa: F401 - to_parquet imports it lazily; keep it out of the timing
 
     increment, window, mad_multiple = 1e-5, 51, 12.0
     threshold, max_spread = 200 * increment, 500.0
