@@ -279,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err.filename}: file not found", file=sys.stderr)
         return 2
+    except OSError as err:  # permissions, disk full...: the transaction left the store as it was
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             "error: interrupted; the store is unchanged by the unfinished command", file=sys.stderr
