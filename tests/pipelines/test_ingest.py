@@ -157,3 +157,45 @@ def test_the_same_file_twice_in_one_ingest_is_refused(tmp_path, fxcm):
     path = fxcm / "20140504_quote.zip"
     with pytest.raises(PipelineError, match="given twice"):
         ingest([path, path], fmt="lean", spec=SPEC, store=Store(tmp_path))
+
+
+def test_an_ingest_killed_mid_write_leaves_the_store_as_it_was(tmp_path, fxcm):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipelines.store import PAUSE_ENV, STAGING
+
+    root = tmp_path / "store"
+    store = Store(root)
+    ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=store)
+    before = snapshot(root)
+    quotes_before = store.scan("quotes", "EURUSD", lineage=True).collect()
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "ingest",
+        "--store",
+        str(root),
+        "--instrument",
+        "EURUSD",
+        "--format",
+        "lean",
+        str(fxcm / "20140504_quote.zip"),
+        str(fxcm / "20140511_quote.zip"),
+    ]
+    proc = subprocess.Popen(argv, env={**os.environ, PAUSE_ENV: "stage:30"})
+    deadline = time.monotonic() + 60
+    while not any((root / STAGING).rglob("*.parquet")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # it died mid-write, not by itself
+    assert snapshot(root) == before
+    store.recover()
+    assert not any((root / STAGING).iterdir())
+    assert store.scan("quotes", "EURUSD", lineage=True).collect().equals(quotes_before)
+    assert len(store.reports()) == 1
