@@ -69,7 +69,7 @@ def synthetic_minutes(weeks: int, *, seed: int = 0) -> tuple[pl.DataFrame, pl.Da
     # positions last a while as they would with a real forecaster
     phi = 0.995
     noise = lfilter([math.sqrt(1 - phi**2)], [1.0, -phi], rng.normal(size=n - 1))
-    z = 0.1 * log_ret[1:] / sigma + noise
+    z = 0.03 * log_ret[1:] / sigma + noise
     prob = 1.0 / (1.0 + np.exp(-z))
     forecasts = conform(
         pl.DataFrame(
