@@ -27,6 +27,9 @@ CLI::
 
 writes ``backtest.json``, ``trades.parquet`` and ``report.html`` into the run folder and prints
 the scorecard. Bad input prints one line on stderr and exits with code 2.
+
+Inputs and their alignment live in ``strategies.inputs``, cost arithmetic in
+``strategies.costs``, the outputs in ``strategies.report``; this module simulates and scores.
 """
 
 from __future__ import annotations
@@ -43,9 +46,22 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from data_specs.schemas import BARS, FORECASTS, check_schema
+from data_specs.schemas import FORECASTS, check_schema
 from data_specs.spec import InstrumentSpec, SpecError, load_spec
 from strategies import baselines
+from strategies.costs import conversion_to_account, half_spread, pip_value, roll_counts
+from strategies.inputs import (
+    BacktestInputError,
+    bar_seconds,
+    check_bars,
+    check_inputs,
+    iso,
+    load_run_bars,
+    positions_on_bars,
+    read_bars,
+    read_forecasts,
+    window_bars,
+)
 from strategies.metrics import scorecard
 from strategies.regimes import (
     RegimeParams,
@@ -70,11 +86,6 @@ STRATEGIES: dict[str, Params] = {
 }
 # statistical baselines that share the forecasts file; never the default model to trade
 STATISTICAL_MODELS = {"random_walk", "ar", "har", "garch", "zero"}
-BAR_COLUMNS = ["ts_event", "ts_close", "open", "close", "bid_open", "ask_open"]
-
-
-class BacktestInputError(ValueError):
-    """Bad input: wrong schema or instrument, misaligned timestamps, empty forecasts."""
 
 
 @dataclass(frozen=True)
@@ -111,163 +122,7 @@ class Simulation:
         return self.returns * self.capital
 
 
-# ---- input checks ----------------------------------------------------------------------
-
-
-def read_forecasts(path: Path) -> pl.DataFrame:
-    """Read a FORECASTS Parquet file, raising ``BacktestInputError`` on a wrong schema."""
-    if not path.is_file():
-        raise BacktestInputError(f"{path}: forecasts file not found")
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is bad input
-        raise BacktestInputError(f"{path}: not a readable Parquet file ({err})") from err
-    try:
-        check_schema(frame, FORECASTS, what=str(path))
-    except ValueError as err:
-        raise BacktestInputError(f"{err} (FORECASTS schema)") from err
-    return frame.select(list(FORECASTS))
-
-
-def read_bars(path: Path, instrument_id: str) -> pl.DataFrame:
-    """Read BARS rows of ``instrument_id`` from a Parquet file."""
-    if not path.is_file():
-        raise BacktestInputError(f"{path}: bars file not found")
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as err:  # noqa: BLE001
-        raise BacktestInputError(f"{path}: not a readable Parquet file ({err})") from err
-    return _check_bars(frame, instrument_id, str(path))
-
-
-def _check_bars(frame: pl.DataFrame, instrument_id: str, where: str) -> pl.DataFrame:
-    try:
-        check_schema(frame, pl.Schema({c: BARS[c] for c in BAR_COLUMNS}), what=where)
-    except ValueError as err:
-        raise BacktestInputError(f"{err} (BARS schema)") from err
-    if "instrument_id" in frame.columns:
-        have = sorted(map(str, frame.get_column("instrument_id").unique().to_list()))
-        frame = frame.filter(pl.col("instrument_id") == instrument_id)
-        if frame.is_empty() and have:
-            message = f"{where}: bars are for {have}, not for instrument {instrument_id}"
-            raise BacktestInputError(message)
-    if frame.is_empty():
-        raise BacktestInputError(f"{where}: no bars for instrument {instrument_id}")
-    return frame.sort("ts_event").unique("ts_event", keep="last", maintain_order=True)
-
-
-def check_inputs(forecasts: pl.DataFrame, bars: pl.DataFrame, spec: InstrumentSpec) -> None:
-    """Raise ``BacktestInputError`` naming the first problem with ``forecasts`` vs ``bars``."""
-    if forecasts.is_empty():
-        raise BacktestInputError("forecasts: empty (no rows to trade)")
-    ids = forecasts.get_column("instrument_id").unique().to_list()
-    if ids != [spec.instrument_id]:
-        message = f"forecasts: instrument_id {sorted(map(str, ids))} != {spec.instrument_id}"
-        raise BacktestInputError(message)
-    dup = forecasts.filter(pl.struct("model", "ts_event").is_duplicated())
-    if not dup.is_empty():
-        row = dup.row(0, named=True)
-        model, ts = row["model"], row["ts_event"]
-        message = f"forecasts: duplicate rows for model {model} at ts_event {ts} ({_iso(ts)})"
-        raise BacktestInputError(message)
-    closes = bars.get_column("ts_close").to_numpy()
-    ts = forecasts.get_column("ts_event").to_numpy()
-    aligned = np.isin(ts, closes)
-    if not aligned.all():
-        bad = int(ts[~aligned][0])
-        n_bad = int((~aligned).sum())
-        message = (
-            f"forecasts: {n_bad} ts_event values match no bar close, first {bad} "
-            f"({_iso(bad)}); bars close between {_iso(closes.min())} and {_iso(closes.max())}"
-        )
-        raise BacktestInputError(message)
-
-
-def _iso(ns: int) -> str:
-    return str(np.datetime64(int(ns), "ns"))
-
-
-# ---- positions on the bar grid ---------------------------------------------------------
-
-
-def window_bars(forecasts: pl.DataFrame, bars: pl.DataFrame) -> pl.DataFrame:
-    """Return the bars the forecasts act on: from the first forecast to the last + horizon."""
-    first = forecasts.get_column("ts_event").min()
-    last = forecasts.get_column("ts_event").max()
-    horizon = int(forecasts.get_column("horizon").max())
-    after = bars.filter(pl.col("ts_event") >= first)
-    n_tail = int((after.get_column("ts_event") <= last).sum()) + horizon
-    return after.head(n_tail)
-
-
-def positions_on_bars(signal: pl.DataFrame, bar_ts: np.ndarray) -> np.ndarray:
-    """Spread forecast-time positions over bars: bar k takes the last forecast made at or
-    before its start, for at most ``horizon`` bars; flat elsewhere. Shape (n_bars,)."""
-    ts = signal.get_column("ts_event").to_numpy()
-    source = forecast_in_force(ts, signal.get_column("horizon").to_numpy(), bar_ts)
-    position = signal.get_column("position").to_numpy()
-    return np.where(source >= 0, position[np.maximum(source, 0)], 0.0)
-
-
-def forecast_in_force(ts: np.ndarray, horizon: np.ndarray, bar_ts: np.ndarray) -> np.ndarray:
-    """Return, per bar, the row index of the forecast in force (-1 where none).
-
-    ``ts`` must be sorted. A forecast made at ``ts`` acts from the first bar with
-    ``ts_event >= ts`` for ``horizon`` bars or until the next forecast, whichever is first.
-    """
-    start = np.searchsorted(bar_ts, ts, side="left")  # first bar with ts_event >= forecast
-    k = np.arange(len(bar_ts))
-    last = np.searchsorted(start, k, side="right") - 1  # latest forecast started by bar k
-    last = np.minimum(last, len(ts) - 1)
-    safe = np.maximum(last, 0)
-    alive = (last >= 0) & (k - start[safe] < horizon[safe]) if len(ts) else k < 0
-    return np.where(alive, last, -1)
-
-
 # ---- the simulation --------------------------------------------------------------------
-
-
-def conversion_to_account(spec: InstrumentSpec, close: np.ndarray, account: str) -> np.ndarray:
-    """Return account-currency units per unit of ``spec.currency``, per bar."""
-    if spec.currency == account:
-        return np.ones(len(close))
-    if spec.is_fx and spec.base_currency == account:
-        return 1.0 / close  # e.g. USDJPY: USD per JPY
-    message = (
-        f"no conversion from {spec.currency} into the {account} account for {spec.instrument_id}"
-    )
-    raise BacktestInputError(message)
-
-
-def half_spread(bars: pl.DataFrame, spec: InstrumentSpec) -> np.ndarray:
-    """Return the half-spread at each bar's open: from quotes where present, else typical."""
-    quoted = (bars.get_column("ask_open") - bars.get_column("bid_open")).to_numpy() / 2.0
-    quoted = np.where(np.isfinite(quoted) & (quoted >= 0), quoted, np.nan)
-    return np.where(np.isnan(quoted), spec.costs.typical_spread / 2.0, quoted)
-
-
-def roll_counts(ts_from: np.ndarray, ts_to: np.ndarray) -> np.ndarray:
-    """Return the weighted number of 17:00 New York rolls in ``[ts_from, ts_to)``.
-
-    Rolls happen Monday to Friday; Wednesday's counts three (weekend value dates).
-    """
-    weekly = np.array([1, 2, 5, 6, 7, 7, 7])  # cumulative weight through Mon..Sun
-
-    def cumulative(ns: np.ndarray) -> np.ndarray:
-        local = (
-            pl.Series(ns - 1, dtype=pl.Int64)
-            .cast(pl.Datetime("ns"))
-            .dt.replace_time_zone("UTC")
-            .dt.convert_time_zone("America/New_York")
-            .dt.offset_by("-17h")
-            .dt.date()
-            .cast(pl.Int64)
-            .to_numpy()
-        )
-        days = local + 3  # 1970-01-01 was a Thursday: Monday-based day number
-        return 7 * (days // 7) + weekly[days % 7]
-
-    return cumulative(ts_to) - cumulative(ts_from)
 
 
 def simulate(
@@ -461,12 +316,6 @@ class BacktestResult:
     robustness: pl.DataFrame
 
 
-def bar_seconds(bars: pl.DataFrame) -> float:
-    """Return the median bar length in seconds (``ts_close - ts_event``)."""
-    length = (bars.get_column("ts_close") - bars.get_column("ts_event")).median()
-    return float(length) / 1e9
-
-
 def run_backtest(
     forecasts: pl.DataFrame,
     bars: pl.DataFrame,
@@ -517,7 +366,7 @@ def run_backtest(
     if forecasts.height and ids != [spec.instrument_id]:
         message = f"forecasts: instrument_id {sorted(map(str, ids))} != {spec.instrument_id}"
         raise BacktestInputError(message)
-    bars = _check_bars(bars, spec.instrument_id, "bars")
+    bars = check_bars(bars, spec.instrument_id, "bars")
     models = sorted(forecasts.get_column("model").unique().to_list())
     if model is None:
         model = models[0] if len(models) == 1 else ("hmld" if "hmld" in models else models[0])
@@ -680,13 +529,13 @@ def run_backtest(
         "total_costs": float(sim.costs[0]),
         "bar_seconds": seconds,
         "periods_per_year": ppy,
-        "start": _iso(int(bar_ts[0])),
-        "end": _iso(int(window.get_column("ts_close")[-1])),
+        "start": iso(int(bar_ts[0])),
+        "end": iso(int(window.get_column("ts_close")[-1])),
         "synthetic": bool(mine.get_column("synthetic").fill_null(False).any()),
         "account_currency": config.account_currency,
         "capital": config.capital,
         "costs_model": asdict(spec.costs),
-        "pip_value_per_lot": _pip_value(spec, close[-1], config.account_currency),
+        "pip_value_per_lot": pip_value(spec, close[-1], config.account_currency),
         "config": {k: v for k, v in asdict(config).items() if k != "regimes"},
         "by_regime": by_regime,
         "by_fold": by_fold,
@@ -709,14 +558,6 @@ def _value_in_force(bar_index: np.ndarray, values: np.ndarray, n: int) -> np.nda
     return out
 
 
-def _pip_value(spec: InstrumentSpec, price: float, account: str) -> float | None:
-    """Account-currency value of one pip on one standard lot (FX only), at ``price``."""
-    if not spec.is_fx:
-        return None
-    conv = conversion_to_account(spec, np.array([price]), account)[0]
-    return float(spec.pip_size * spec.lot_size * spec.multiplier * conv)
-
-
 def _quick_sharpe(r: np.ndarray, ppy: float) -> float:
     sd = r.std(ddof=1) if len(r) > 1 else 0.0
     return float(r.mean() / sd * math.sqrt(ppy)) if sd > 1e-15 else 0.0
@@ -731,198 +572,7 @@ def _params_dict(params: Params) -> dict:
     return {"rule": type(params).__name__, **asdict(params)}
 
 
-# ---- run folders and the CLI -----------------------------------------------------------
-
-
-def write_outputs(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
-    """Write ``backtest.json``, ``trades.parquet`` and ``report.html`` into ``out_dir``.
-
-    Files are written to temporary names first and renamed, so a failure leaves no
-    half-written output.
-    """
-    from strategies.report import write_report
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "backtest": out_dir / "backtest.json",
-        "trades": out_dir / "trades.parquet",
-        "report": out_dir / "report.html",
-    }
-    tmp = {k: p.with_name(p.name + ".tmp") for k, p in paths.items()}
-    tmp["backtest"].write_text(json.dumps(_jsonable(result.card), indent=2, allow_nan=True))
-    trades = result.simulation.trades
-    if trades is None:
-        trades = pl.DataFrame(schema={"strategy": pl.String})
-    trades.write_parquet(tmp["trades"])
-    write_report(result, tmp["report"])
-    for key, path in paths.items():
-        tmp[key].replace(path)
-    return paths
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def format_scorecard(card: dict) -> str:
-    """Return the headline scorecard as aligned text lines."""
-    lines = [
-        f"backtest {card['instrument_id']} model={card['model']} strategy={card['strategy']} "
-        f"{card['start']} .. {card['end']} ({card['n_bars']} bars of {card['bar_seconds']:g}s"
-        f"{', synthetic' if card.get('synthetic') else ''})"
-    ]
-    for name in ("sharpe", "sortino", "psr", "deflated_sharpe", "max_drawdown", "calmar"):
-        lines.append(_metric_line(card, name))
-    for name in ("turnover", "hit_rate", "auc", "f1"):
-        lines.append(_metric_line(card, name))
-    lines.append(f"  {'n_trades':<16}{card['n_trades']}")
-    lines.append(f"  {'n_trials':<16}{card['n_trials']}")
-    lines.append(f"  {'random p-value':<16}{card['random_pvalue']:.3f}")
-    rob = card["robustness"]
-    lines.append(
-        f"  {'worst regime':<16}{rob['worst_regime_sharpe']:+.2f} Sharpe "
-        f"(dispersion {rob['regime_sharpe_dispersion']:.2f}); worst fold "
-        f"{rob['worst_fold_sharpe']:+.2f}"
-    )
-    for name, c in card["strategies"].items():
-        lines.append(
-            f"  strategy {name:<14} sharpe {c['sharpe']:+.2f} "
-            f"[{c['sharpe_ci_low']:+.2f}, {c['sharpe_ci_high']:+.2f}]  "
-            f"trades {c['n_trades']}  p {c['random_pvalue']:.3f}"
-        )
-    for name, c in card["baselines"].items():
-        if name == "random":
-            lines.append(
-                f"  baseline {name:<14} sharpe {c['sharpe_mean']:+.2f} +- {c['sharpe_std']:.2f}"
-                f" over {c['n_seeds']} seeds"
-            )
-        else:
-            lines.append(f"  baseline {name:<14} sharpe {c['sharpe']:+.2f}")
-    return "\n".join(lines)
-
-
-def _metric_line(card: dict, name: str) -> str:
-    value, low, high = card[name], card[f"{name}_ci_low"], card[f"{name}_ci_high"]
-    return f"  {name:<16}{value:+.4f}  [{low:+.4f}, {high:+.4f}]"
-
-
-def load_run_bars(
-    run: Path, instrument_id: str, forecasts: pl.DataFrame, store: Path | None
-) -> pl.DataFrame:
-    """Return the bars a run was trained on, read through ``pipelines.store.Store``.
-
-    The store root is ``store`` if given, else ``config.json``'s ``data.store``, else the
-    built-in synthetic store (``pipelines.synthetic.default_store``, deterministic, rebuilt if
-    absent). Bars are scanned over the forecasts' time range plus a margin and, where the
-    run's ``data.bar`` is a multiple of the stored bar length, aggregated to it (UTC-aligned
-    windows, as the training side does). Without a bar length in the config, the stored length
-    whose closes match the most forecast timestamps is kept.
-    """
-    config: dict = {}
-    if (run / "config.json").is_file():
-        try:
-            config = json.loads((run / "config.json").read_text())
-        except json.JSONDecodeError as err:
-            raise BacktestInputError(f"{run / 'config.json'}: not valid JSON ({err})") from err
-    data = config.get("data", {}) if isinstance(config.get("data"), dict) else {}
-    try:
-        from pipelines.store import Store
-    except ImportError as err:
-        raise BacktestInputError(f"pipelines.store is not available ({err}); use --bars") from err
-    root = store or data.get("store")
-    if root is None:
-        from pipelines.synthetic import default_store
-
-        root = default_store(instrument_id=instrument_id)
-    if not Path(root).is_dir():
-        raise BacktestInputError(f"{root}: store root not found")
-    ts = forecasts.get_column("ts_event")
-    day = 86_400 * 10**9
-    start, end = int(ts.min()) - 7 * day, int(ts.max()) + 8 * day  # regime warm-up, horizon
-    try:
-        bars = Store(Path(root)).scan("bars", instrument_id, start=start, end=end).collect()
-    except Exception as err:  # noqa: BLE001 - the store's own message names the problem
-        raise BacktestInputError(f"{root}: cannot read bars for {instrument_id} ({err})") from err
-    every = data.get("bar")
-    if isinstance(every, str) and bars.height:
-        want = _duration_ns(every)
-        native = int((bars.get_column("ts_close") - bars.get_column("ts_event")).median())
-        if want != native:
-            if want % native:
-                message = f"{root}: stored {native // 10**9}s bars cannot make the run's {every}"
-                raise BacktestInputError(message)
-            bars = resample_bars(bars.lazy(), every=every).collect()
-    return bars_matching(bars.sort("ts_event"), ts.to_numpy())
-
-
-def _duration_ns(every: str) -> int:
-    units = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86_400 * 10**9}
-    try:
-        return int(every[:-1]) * units[every[-1]]
-    except (KeyError, ValueError) as err:
-        raise BacktestInputError(f"config.json: bar length {every!r} is not like 15m/1h") from err
-
-
-def resample_bars(bars: pl.LazyFrame, *, every: str) -> pl.LazyFrame:
-    """Aggregate BARS into coarser UTC-aligned BARS of length ``every``.
-
-    OHLC take first/max/min/last, volumes, tick counts and realized variance add;
-    ``ts_event`` is the window start and ``ts_close`` the window end (start + ``every``).
-    """
-    return (
-        bars.with_columns(
-            pl.from_epoch("ts_event", time_unit="ns").dt.replace_time_zone("UTC").alias("_w")
-        )
-        .sort("instrument_id", "ts_event")
-        .group_by_dynamic("_w", every=every, group_by="instrument_id", closed="left")
-        .agg(
-            pl.col("open", "bid_open", "ask_open").first(),
-            pl.col("high", "bid_high", "ask_high").max(),
-            pl.col("low", "bid_low", "ask_low").min(),
-            pl.col("close", "bid_close", "ask_close").last(),
-            pl.col("volume", "tick_count", "realized_variance").sum(),
-            pl.col("spread_max").max(),
-        )
-        .with_columns(
-            pl.col("_w").dt.epoch("ns").alias("ts_event"),
-            pl.col("_w").dt.offset_by(every).dt.epoch("ns").alias("ts_close"),
-        )
-        .drop("_w")
-    )
-
-
-def bars_matching(bars: pl.DataFrame, forecast_ts: np.ndarray) -> pl.DataFrame:
-    """Keep the bar length (``ts_close - ts_event``) whose closes match most forecasts."""
-    length = bars.get_column("ts_close") - bars.get_column("ts_event")
-    lengths = length.unique().to_list()
-    if len(lengths) <= 1:
-        return bars
-    matches = {
-        n: int(np.isin(forecast_ts, bars.filter(length == n).get_column("ts_close")).sum())
-        for n in lengths
-    }
-    best = max(matches, key=matches.get)
-    return bars.filter(length == best)
-
-
-def _config_value(config: dict, keys: tuple[str, ...]):
-    for key in keys:
-        if key in config and isinstance(config[key], str | int | float):
-            return config[key]
-    for value in config.values():
-        if isinstance(value, dict):
-            found = _config_value(value, keys)
-            if found is not None:
-                return found
-    return None
+# ---- the CLI -------------------------------------------------------------------------
 
 
 def optuna_trials(storage, study_name: str) -> tuple[int, np.ndarray | None]:
@@ -1019,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     except (BacktestInputError, SpecError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from strategies.report import format_scorecard, write_outputs  # matplotlib: import late
+
     paths = write_outputs(result, args.out or args.run)
     print(format_scorecard(result.card))
     print(f"wrote {paths['backtest']} {paths['trades']} {paths['report']}")
@@ -1042,7 +694,7 @@ def _run_cli(args: argparse.Namespace) -> BacktestResult:
         bars = read_bars(args.bars, spec.instrument_id)
     else:
         bars = load_run_bars(run, spec.instrument_id, forecasts, args.store)
-        bars = _check_bars(bars, spec.instrument_id, str(args.store or run))
+        bars = check_bars(bars, spec.instrument_id, str(args.store or run))
     n_trials, trial_sharpes = None, None
     if args.optuna_storage or args.optuna_study:
         if not (args.optuna_storage and args.optuna_study):

@@ -27,7 +27,8 @@ from scipy.signal import lfilter
 
 from data_specs.schemas import BARS, FORECASTS, conform
 from data_specs.spec import load_spec
-from strategies.backtest import BacktestConfig, forecast_in_force, simulate
+from strategies.backtest import BacktestConfig, simulate
+from strategies.inputs import forecast_in_force
 from strategies.signals import ThresholdParams, base_signal
 
 MINUTE_NS = 60_000_000_000

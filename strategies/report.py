@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 from matplotlib.figure import Figure
 
 from strategies.regimes import plot_robustness
@@ -212,3 +215,81 @@ def write_report(result: BacktestResult, path: Path) -> Path:
     """Write the HTML report to ``path`` and return it."""
     path.write_text(render(result))
     return path
+
+
+def format_scorecard(card: dict) -> str:
+    """Return the headline scorecard as aligned text lines."""
+    lines = [
+        f"backtest {card['instrument_id']} model={card['model']} strategy={card['strategy']} "
+        f"{card['start']} .. {card['end']} ({card['n_bars']} bars of {card['bar_seconds']:g}s"
+        f"{', synthetic' if card.get('synthetic') else ''})"
+    ]
+    for name in ("sharpe", "sortino", "psr", "deflated_sharpe", "max_drawdown", "calmar"):
+        lines.append(_metric_line(card, name))
+    for name in ("turnover", "hit_rate", "auc", "f1"):
+        lines.append(_metric_line(card, name))
+    lines.append(f"  {'n_trades':<16}{card['n_trades']}")
+    lines.append(f"  {'n_trials':<16}{card['n_trials']}")
+    lines.append(f"  {'random p-value':<16}{card['random_pvalue']:.3f}")
+    rob = card["robustness"]
+    lines.append(
+        f"  {'worst regime':<16}{rob['worst_regime_sharpe']:+.2f} Sharpe "
+        f"(dispersion {rob['regime_sharpe_dispersion']:.2f}); worst fold "
+        f"{rob['worst_fold_sharpe']:+.2f}"
+    )
+    for name, c in card["strategies"].items():
+        lines.append(
+            f"  strategy {name:<14} sharpe {c['sharpe']:+.2f} "
+            f"[{c['sharpe_ci_low']:+.2f}, {c['sharpe_ci_high']:+.2f}]  "
+            f"trades {c['n_trades']}  p {c['random_pvalue']:.3f}"
+        )
+    for name, c in card["baselines"].items():
+        if name == "random":
+            lines.append(
+                f"  baseline {name:<14} sharpe {c['sharpe_mean']:+.2f} +- {c['sharpe_std']:.2f}"
+                f" over {c['n_seeds']} seeds"
+            )
+        else:
+            lines.append(f"  baseline {name:<14} sharpe {c['sharpe']:+.2f}")
+    return "\n".join(lines)
+
+
+def _metric_line(card: dict, name: str) -> str:
+    value, low, high = card[name], card[f"{name}_ci_low"], card[f"{name}_ci_high"]
+    return f"  {name:<16}{value:+.4f}  [{low:+.4f}, {high:+.4f}]"
+
+
+def write_outputs(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
+    """Write ``backtest.json``, ``trades.parquet`` and ``report.html`` into ``out_dir``.
+
+    Files are written to temporary names first and renamed, so a failure leaves no
+    half-written output.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "backtest": out_dir / "backtest.json",
+        "trades": out_dir / "trades.parquet",
+        "report": out_dir / "report.html",
+    }
+    tmp = {k: p.with_name(p.name + ".tmp") for k, p in paths.items()}
+    tmp["backtest"].write_text(json.dumps(_jsonable(result.card), indent=2, allow_nan=True))
+    trades = result.simulation.trades
+    if trades is None:
+        trades = pl.DataFrame(schema={"strategy": pl.String})
+    trades.write_parquet(tmp["trades"])
+    write_report(result, tmp["report"])
+    for key, path in paths.items():
+        tmp[key].replace(path)
+    return paths
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -8,14 +8,9 @@ import pytest
 
 from data_specs.schemas import BARS, FORECASTS, conform
 from data_specs.spec import load_spec
-from strategies.backtest import (
-    BacktestConfig,
-    BacktestInputError,
-    positions_on_bars,
-    roll_counts,
-    run_backtest,
-    simulate,
-)
+from strategies.backtest import BacktestConfig, run_backtest, simulate
+from strategies.costs import pip_value, roll_counts
+from strategies.inputs import BacktestInputError, load_run_bars, positions_on_bars
 from strategies.signals import EnergyFilterParams, ThresholdParams
 from tests.strategies.factories import HOUR_NS, MONDAY, make_bars, make_forecasts
 
@@ -285,11 +280,9 @@ def test_threshold_band_that_never_trades_is_flat_with_zero_costs(bars):
 
 
 def test_pip_value_is_ten_dollars_per_eurusd_lot_and_converted_for_usdjpy():
-    from strategies.backtest import _pip_value
-
-    assert _pip_value(load_spec("EURUSD"), 1.1, "USD") == pytest.approx(10.0)
-    assert _pip_value(load_spec("USDJPY"), 150.0, "USD") == pytest.approx(1000.0 / 150.0)
-    assert _pip_value(load_spec("ES"), 5000.0, "USD") is None
+    assert pip_value(load_spec("EURUSD"), 1.1, "USD") == pytest.approx(10.0)
+    assert pip_value(load_spec("USDJPY"), 150.0, "USD") == pytest.approx(1000.0 / 150.0)
+    assert pip_value(load_spec("ES"), 5000.0, "USD") is None
 
 
 def test_optuna_study_sets_the_number_of_trials_for_the_deflated_sharpe(tmp_path, bars):
@@ -319,7 +312,6 @@ def test_run_bars_come_from_the_store_aggregated_to_the_runs_bar_length(tmp_path
     import json
 
     from pipelines.store import Store
-    from strategies.backtest import load_run_bars
 
     minute = 60_000_000_000
     one_minute = make_bars(600, seed=21, bar_ns=minute)
