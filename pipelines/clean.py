@@ -77,7 +77,6 @@ from data_specs.spec import InstrumentSpec
 
 _REASON = "_reason"
 _FLAG = "_flag"
-_ROW = "_row"
 
 VALUE_COLUMNS: dict[str, list[str]] = {
     "quotes": [c for c in QUOTES if c not in ("instrument_id", "ts_event")],
@@ -286,39 +285,32 @@ def spike_reasons(
     """
     left = window // 2 if center else window - 1
     right = window - 1 - left
-    x = value.alias("_x")
-    base = checkpoint(lf.with_row_index(_ROW).with_columns(x))
-    window_range = pl.col("_x").rolling_max(window, min_samples=1, center=center) - pl.col(
-        "_x"
-    ).rolling_min(window, min_samples=1, center=center)
+    x, n = pl.col("_x"), pl.len()
+    window_range = x.rolling_max(window, min_samples=1, center=center) - x.rolling_min(
+        window, min_samples=1, center=center
+    )
     # |x_k - median| <= max - min over the window: only wide windows can hold a spike
-    suspects = base.filter(window_range > threshold * (1 - 1e-9)).select(_ROW, "_x")
-    k = pl.col(_ROW).cast(pl.Int64)
-    members = (
-        suspects.select(pl.col(_ROW), pl.int_ranges(k - left, k + right + 1).alias("_j"))
-        .explode("_j")
-        .join(
-            base.select(pl.col(_ROW).cast(pl.Int64).alias("_j"), pl.col("_x").alias("_xj")),
-            on="_j",
-            how="inner",
+    base = checkpoint(
+        lf.with_columns(value.alias("_x")).with_columns(
+            (window_range > threshold * (1 - 1e-9)).alias("_wide")
         )
     )
-    stats = members.group_by(_ROW).agg(
-        pl.col("_xj").median().alias("_med"),
-        (pl.col("_xj") - pl.col("_xj").median()).abs().median().alias("_mad"),
-    )
-    verdict = suspects.join(stats, on=_ROW, how="inner").select(
-        pl.col(_ROW),
-        (
-            (pl.col("_x") - pl.col("_med")).abs()
-            > pl.max_horizontal(pl.col("_mad") * mad_multiple, pl.lit(threshold))
-        ).alias("_spike"),
-    )
-    joined = base.join(verdict, on=_ROW, how="left", maintain_order="left")
-    reason = pl.when(pl.col("_spike").fill_null(False)).then(_code("spike"))
+    # The suspects' exact windows, gathered without a join: one row of ``window`` positions per
+    # suspect (null where the window runs past either end of the batch), then per-row median
+    # and MAD of the window (list ops ignore the nulls).
+    row = pl.int_range(n, dtype=pl.Int64)
+    suspects = row.filter(pl.col("_wide"))
+    positions = pl.int_ranges(suspects - left, suspects + right + 1).explode()
+    members = pl.when((positions >= 0) & (positions < n)).then(x.gather(positions.clip(0, n - 1)))
+    windows = members.reshape((-1, window)).arr.to_list()
+    median = windows.list.median()
+    mad = windows.list.eval((pl.element() - pl.element().median()).abs().median()).list.first()
+    deviation = (x.gather(suspects) - median).abs()
+    spikes = suspects.filter(deviation > pl.max_horizontal(mad * mad_multiple, pl.lit(threshold)))
+    reason = pl.when(row.is_in(spikes.implode())).then(_code("spike"))
     if _REASON in lf.collect_schema():
         reason = pl.coalesce(pl.col(_REASON), reason)
-    return joined.with_columns(reason.alias(_REASON)).drop(_ROW, "_x", "_spike")
+    return base.with_columns(reason.alias(_REASON)).drop("_x", "_wide")
 
 
 def _raw(table: str) -> pl.Expr:
