@@ -453,6 +453,10 @@ def scorecard(metrics: dict) -> str:
                 f"{_fmt(row['f1'], '.2f'):>6}{_fmt(row['mse'], '.2e'):>10}"
                 f"{_fmt(row['qlike'], '.3f'):>7}  {dm}"
             )
+    lines.append(
+        "DM: two-sided Diebold-Mariano p-value (Newey-West variance); against random_walk and ar "
+        "on squared return error, against har and garch on QLIKE. AUC CI: moving-block bootstrap."
+    )
     return "\n".join(lines)
 
 
@@ -528,14 +532,17 @@ def run(argv: typing.Sequence[str] | None = None, *, callbacks=()) -> Path:
     args = build_parser().parse_args(argv)
     out = Path(args.out)
     env_dir = os.environ.get(RUN_DIR_ENV)
-    if args.resume is not None and not env_dir:
+    if env_dir:  # a DDP worker started by rank 0, which wrote the resolved config already
+        partial = Path(env_dir)
+        config = RunConfig.from_dict(json.loads((partial / "config.json").read_text()))
+        resume = args.resume is not None
+    elif args.resume is not None:
         partial = find_resumable(out, args.instrument, args.resume)
         config = RunConfig.from_dict(json.loads((partial / "config.json").read_text()))
         resume = True
     else:
         config = config_from_args(args)
-        partial = Path(env_dir) if env_dir else None
-        resume = bool(env_dir) and args.resume is not None
+        partial, resume = None, False
     validate(config)
     fs = load_features(config.data)
     folds = make_folds(fs, config.data)
