@@ -7,7 +7,10 @@
 forward alone (inputs without grad) and forward + backward (gradients w.r.t. f, Δ, γ, k, m and
 the initial state, loss = sum of all states), as the best of ``--repeats`` runs, and prints the
 ratios. Δ and γ are per channel (the default, dissipative layer) or, with ``--selective``, per
-step (B, L, D). Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the inputs; on
+step (B, L, D). Threads: 1 by default (``--threads 0``: torch's default) because on a shared
+2-core machine torch's intra-op thread pool made both timings erratic (ref forward 11.5 s with 2
+threads against 1.3 s with 1, measured); the reference's (B, D) steps are single-threaded work
+anyway. Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the inputs; on
 CPU, the growth of the peak resident set size (``ru_maxrss``) over the resident size before the
 call, measured in a fresh subprocess per measurement (tracemalloc does not see torch's
 allocations). On CUDA the figures of ``hamfin.core.scan_triton.gpu_figures`` are merged in when
@@ -203,7 +206,9 @@ def _scan_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (0: torch default)"
+    )
     parser.add_argument("--selective", action="store_true", help="Δ, γ per step (B, L, D)")
     return parser
 

@@ -232,6 +232,27 @@ def _matpow2(a, n: int):
     return result
 
 
+def _powers(a, b, C: int):
+    """Tables for one chunk of a constant step: K_j = A^{C-1-j} b and A^{j+1}, j = 0..C-1.
+
+    ``a`` = (a00, a01, a10, a11), ``b`` = (b0, b1), each (B, 1, D). Returns K (C, B, 1, 2, D) and
+    the columns of (A^{j+1})ᵀ, two tensors (C, B, 1, 2, D): ((M00, M01), (M10, M11)).
+    """
+    a00, a01, a10, a11 = a
+    kq, kp = b
+    ks = []
+    for _ in range(C):  # K_{C-1} = b, K_{j-1} = A K_j
+        ks.append(torch.stack((kq, kp), dim=-2))
+        kq, kp = a00 * kq + a01 * kp, a10 * kq + a11 * kp
+    m = a
+    col0, col1 = [], []
+    for _ in range(C):  # A^1, A^2, ...
+        col0.append(torch.stack((m[0], m[1]), dim=-2))
+        col1.append(torch.stack((m[2], m[3]), dim=-2))
+        m = _matmul2(a, m)
+    return torch.stack(ks[::-1]), torch.stack(col0), torch.stack(col1)
+
+
 def _forward_constant(coef, f: Tensor, qp: Tensor, start: Tensor) -> Tensor:
     """Advance ``start`` (B, 2, D) through chunks ``f`` (B, n, C, D); write ``qp`` (B, n, C, 2, D).
 
@@ -240,27 +261,26 @@ def _forward_constant(coef, f: Tensor, qp: Tensor, start: Tensor) -> Tensor:
     """
     a00, a01, a10, a11, b0, b1 = coef
     B, n, C, D = f.shape
+    col0 = torch.stack((a00, a10), dim=-2)  # A's columns and b as (B, 1, 2, D)
+    col1 = torch.stack((a01, a11), dim=-2)
+    bvec = torch.stack((b0, b1), dim=-2)
     if n == 1:
         entering = start[:, None]  # (B, 1, 2, D)
     else:
-        # 1. Inside every chunk at once, from a zero state: the local response to the forcing.
-        lq, lp = b0 * f[:, :, 0], b1 * f[:, :, 0]  # (B, n, D)
-        tq, tp = torch.empty_like(lq), torch.empty_like(lp)
-        for j in range(1, C):
-            fj = f[:, :, j]
-            torch.mul(b0, fj, out=tq).addcmul_(a00, lq).addcmul_(a01, lp)
-            torch.mul(b1, fj, out=tp).addcmul_(a10, lq).addcmul_(a11, lp)
-            lq, tq, lp, tp = tq, lq, tp, lp
-        local = torch.stack((lq, lp), dim=2)  # (B, n, 2, D)
+        # 1. Every chunk's local response to its forcing, from a zero state: Σ_j A^{C-1-j} b f_j.
+        kernel, _, _ = _powers((a00, a01, a10, a11), (b0, b1), C)
+        local = f.new_zeros((B, n, 2, D))
+        for j in range(C):
+            local.addcmul_(kernel[j], f[:, :, j, None])
         # 2. Carry between chunks: entering_c = A^C entering_{c-1} + local_{c-1}.
         entering = _carry(start, _matpow2((a00, a01, a10, a11), C), local)
     # 3. Rerun every chunk from the state entering it, writing the states in place.
-    q, p = entering[:, :, 0], entering[:, :, 1]
+    s = entering
     for j in range(C):
-        fj, qj, pj = f[:, :, j], qp[:, :, j, 0], qp[:, :, j, 1]
-        torch.mul(a00, q, out=qj).addcmul_(a01, p).addcmul_(b0, fj)
-        torch.mul(a11, p, out=pj).addcmul_(a10, q).addcmul_(b1, fj)
-        q, p = qj, pj
+        sj = qp[:, :, j]  # (B, n, 2, D)
+        torch.mul(col0, s[:, :, 0:1], out=sj).addcmul_(col1, s[:, :, 1:2])
+        sj.addcmul_(bvec, f[:, :, j, None])
+        s = sj
     return qp[:, -1, -1]
 
 
@@ -274,48 +294,42 @@ def _backward_constant(coef, f, qp, g, grad_f, start, nu, sums) -> Tensor:
     """
     a00, a01, a10, a11, b0, b1 = coef
     B, n, C, D = f.shape
-    tq, tp = torch.empty_like(f[:, :, 0]), torch.empty_like(f[:, :, 0])
+    row0 = torch.stack((a00, a01), dim=-2)  # Aᵀ's columns as (B, 1, 2, D)
+    row1 = torch.stack((a10, a11), dim=-2)
     if n == 1:
         entering = nu[:, None]
     else:
-        # 1. Inside every chunk at once, from a zero adjoint at the chunk's end: the local ν.
-        #    The loop variable is λ_j = g_j + Aᵀ λ_{j+1}; the chunk hands on ν = Aᵀ λ_0.
-        lq, lp = g[:, :, C - 1, 0].clone(), g[:, :, C - 1, 1].clone()
-        for j in reversed(range(C - 1)):
-            torch.addcmul(g[:, :, j, 0], a00, lq, out=tq).addcmul_(a10, lp)
-            torch.addcmul(g[:, :, j, 1], a01, lq, out=tp).addcmul_(a11, lp)
-            lq, tq, lp, tp = tq, lq, tp, lp
-        local = torch.stack(
-            (torch.mul(a00, lq).addcmul_(a10, lp), torch.mul(a01, lq).addcmul_(a11, lp)), dim=2
-        )
+        # 1. Every chunk's local adjoint at its start, from zero at its end: Σ_j (Aᵀ)^{j+1} g_j.
+        _, m_col0, m_col1 = _powers((a00, a01, a10, a11), (b0, b1), C)
+        local = f.new_zeros((B, n, 2, D))
+        for j in range(C):
+            local.addcmul_(m_col0[j], g[:, :, j, 0:1]).addcmul_(m_col1[j], g[:, :, j, 1:2])
         # 2. Carry between chunks, last to first, through (A^C)ᵀ.
         entering = _carry(nu, _matpow2((a00, a01, a10, a11), C), local, transpose=True)
     # 3. Rerun every chunk backwards from the adjoint entering it, accumulating the gradients.
     prev0 = torch.cat((start[:, None], qp[:, :-1, C - 1]), dim=1)  # (B, n, 2, D)
-    acc = f.new_zeros((6, B, n, D))
-    lam_q = torch.add(entering[:, :, 0], g[:, :, C - 1, 0])  # λ_t = g_t + ν_{t+1}
-    lam_p = torch.add(entering[:, :, 1], g[:, :, C - 1, 1])
+    acc_a = f.new_zeros((B, n, 2, 2, D))  # Σ λ_r s_c: ∂L/∂A = λ s_{t-1}ᵀ
+    acc_b = f.new_zeros((B, n, 2, D))  # Σ λ f: ∂L/∂b = λ f_t
+    lam = torch.add(entering, g[:, :, C - 1])  # λ_t = g_t + ν_{t+1}, (B, n, 2, D)
+    tmp = torch.empty_like(lam)
     for j in reversed(range(C)):
         prev = qp[:, :, j - 1] if j > 0 else prev0
-        q0, p0, fj = prev[:, :, 0], prev[:, :, 1], f[:, :, j]
-        acc[0].addcmul_(lam_q, q0)  # ∂L/∂A = λ s_{t-1}ᵀ
-        acc[1].addcmul_(lam_q, p0)
-        acc[2].addcmul_(lam_p, q0)
-        acc[3].addcmul_(lam_p, p0)
-        acc[4].addcmul_(lam_q, fj)  # ∂L/∂b = λ f_t
-        acc[5].addcmul_(lam_p, fj)
-        torch.mul(b0, lam_q, out=grad_f[:, :, j]).addcmul_(b1, lam_p)  # ∂L/∂f = bᵀλ
+        fj = f[:, :, j, None]
+        acc_a.addcmul_(lam[:, :, :, None], prev[:, :, None])
+        acc_b.addcmul_(lam, fj)
+        torch.mul(b0, lam[:, :, 0], out=grad_f[:, :, j]).addcmul_(b1, lam[:, :, 1])  # bᵀλ
         if j == 0:
             break
         # λ_{t-1} = g_{t-1} + Aᵀ λ_t
-        torch.addcmul(g[:, :, j - 1, 0], a00, lam_q, out=tq).addcmul_(a10, lam_p)
-        torch.addcmul(g[:, :, j - 1, 1], a01, lam_q, out=tp).addcmul_(a11, lam_p)
-        lam_q, tq, lam_p, tp = tq, lam_q, tp, lam_p
-    for i, c in enumerate(coef):
-        sums[i].add_(acc[i].sum_to_size(c.shape))
+        torch.addcmul(g[:, :, j - 1], row0, lam[:, :, 0:1], out=tmp).addcmul_(row1, lam[:, :, 1:2])
+        lam, tmp = tmp, lam
+    totals = (acc_a[:, :, 0, 0], acc_a[:, :, 0, 1], acc_a[:, :, 1, 0], acc_a[:, :, 1, 1])
+    totals += (acc_b[:, :, 0], acc_b[:, :, 1])
+    for total, c, acc in zip(totals, coef, sums):
+        acc.add_(total.sum_to_size(c.shape))
     # ν at the stretch's start = Aᵀ λ of its first position (chunk 0)
-    lq, lp = lam_q[:, 0], lam_p[:, 0]
-    return torch.stack((a00[:, 0] * lq + a10[:, 0] * lp, a01[:, 0] * lq + a11[:, 0] * lp), dim=1)
+    lam0 = lam[:, 0]
+    return row0[:, 0] * lam0[:, 0:1] + row1[:, 0] * lam0[:, 1:2]
 
 
 class _ConstantScan(torch.autograd.Function):
@@ -395,11 +409,16 @@ class _Varying:
         return self.h, self.h_k, self.w, _at(self.e, j)
 
 
-def _forward_varying(co: _Varying, f: Tensor, qp: Tensor, start: Tensor) -> Tensor:
-    """Advance ``start`` (B, 2, D) through chunks ``f`` (B, n, C, D); write ``qp``; return final."""
+def _forward_varying(co: _Varying, f: Tensor, qp: Tensor, start: Tensor):
+    """Advance ``start`` (B, 2, D) through chunks ``f`` (B, n, C, D); write ``qp``.
+
+    Returns the final state (B, 2, D) and the chunk transfer matrices (entry tuple; None when
+    n == 1), which the backward reuses.
+    """
     B, n, C, D = f.shape
     for j in range(C):
         co.compute_e(j)
+    transfer = None
     if n == 1:
         entering = start[:, None]
     else:
@@ -416,15 +435,16 @@ def _forward_varying(co: _Varying, f: Tensor, qp: Tensor, start: Tensor) -> Tens
         # 2. Carry between chunks.
         entering = _carry(start, transfer, local)
     # 3. Rerun every chunk from the state entering it, writing the states in place.
+    # (the step of _leapfrog_, written straight into the output)
     q, p = entering[:, :, 0], entering[:, :, 1]
     for j in range(C):
         h, h_k, w, e = co.at(j)
-        qj, pj = qp[:, :, j, 0], qp[:, :, j, 1]
-        qj.copy_(q)
-        pj.copy_(p)
-        _leapfrog_(qj, pj, h, h_k, w, e, f[:, :, j])
+        qj, pj, fj = qp[:, :, j, 0], qp[:, :, j, 1], f[:, :, j]
+        torch.mul(p, e, out=pj).addcmul_(h_k, q, value=-1.0).addcmul_(h, fj)
+        torch.addcmul(q, w, pj, out=qj)
+        pj.addcmul_(h_k, qj, value=-1.0).addcmul_(h, fj).mul_(e)
         q, p = qj, pj
-    return qp[:, -1, -1]
+    return qp[:, -1, -1], transfer
 
 
 def _store(target: Tensor, value: Tensor) -> None:
@@ -432,7 +452,7 @@ def _store(target: Tensor, value: Tensor) -> None:
     target.copy_(value if value.shape == target.shape else value.sum_to_size(target.shape))
 
 
-def _backward_varying(co: _Varying, f, qp, g, grad_f, start, nu, grads) -> Tensor:
+def _backward_varying(co: _Varying, f, qp, g, grad_f, start, nu, grads, transfer) -> Tensor:
     """Run the adjoint backwards through chunks (B, n, C, D); return ν at the stretch's start.
 
     Arguments as in ``_backward_constant``; ``grads`` holds ``dt``, ``gamma`` (chunk views of the
@@ -456,14 +476,7 @@ def _backward_varying(co: _Varying, f, qp, g, grad_f, start, nu, grads) -> Tenso
             lp.addcmul_(w, lq)
             lq.addcmul_(h_k, lp, value=-1.0)
             lp.mul_(e)
-        # 2. Carry between chunks, last to first, through the transposed chunk transfers
-        #    (recomputed: the forward's columns are not kept).
-        cols = f.new_zeros((2, *co.h.shape[:2], 2, D))
-        cols[0, :, :, 0], cols[1, :, :, 1] = 1.0, 1.0
-        for j in range(C):
-            h, h_k, w, e = co.at(j)
-            _leapfrog_(cols[:, :, :, 0], cols[:, :, :, 1], h, h_k, w, e)
-        transfer = (cols[0, :, :, 0], cols[1, :, :, 0], cols[0, :, :, 1], cols[1, :, :, 1])
+        # 2. Carry between chunks, last to first, through the transposed chunk transfers.
         entering = _carry(nu, transfer, local, transpose=True)
     # 3. Rerun every chunk backwards: rebuild the step's momenta p2 (after the first kick) and
     #    p3 (before the last half damping) from the saved states, then reverse mode through
@@ -516,11 +529,15 @@ class _VaryingScan(torch.autograd.Function):
         B, L, D = f.shape
         qp = f.new_empty((B, L, 2, D))
         e = f.new_empty(torch.broadcast_shapes(dt.shape, gamma.shape))
-        s = state
+        s, transfers = state, []
         for lo, hi, size in _cuts(L, chunk_size):
             co = _Varying(dt, gamma, e, k, m, lo, hi, size)
-            s = _forward_varying(co, _blocks(f, lo, hi, size), _blocks(qp, lo, hi, size), s)
+            s, transfer = _forward_varying(
+                co, _blocks(f, lo, hi, size), _blocks(qp, lo, hi, size), s
+            )
+            transfers.append(transfer)
         ctx.chunk_size = chunk_size
+        ctx.transfers = transfers  # (B, L/C, D)-sized, computed without grad
         ctx.save_for_backward(f, dt, gamma, e, k, m, state, qp)
         return qp, s.clone()
 
@@ -532,9 +549,14 @@ class _VaryingScan(torch.autograd.Function):
         g_qp = torch.zeros_like(qp) if g_qp is None else g_qp
         nu = torch.zeros_like(state) if g_final is None else g_final.clone()
         grad_f = torch.empty_like(f)
-        full = {"dt": torch.zeros_like(dt), "gamma": torch.zeros_like(gamma)}
+        # time-varying gradients are written at every position; constant ones are sums
+        full = {
+            name: torch.empty_like(x) if x.shape[1] > 1 else torch.zeros_like(x)
+            for name, x in (("dt", dt), ("gamma", gamma))
+        }
         grad_k, grad_m = torch.zeros_like(k), torch.zeros_like(m)
-        for lo, hi, size in reversed(_cuts(L, ctx.chunk_size)):
+        cuts = _cuts(L, ctx.chunk_size)
+        for (lo, hi, size), transfer in reversed(list(zip(cuts, ctx.transfers))):
             co = _Varying(dt, gamma, e, k, m, lo, hi, size)
             shape = (B, co.h.shape[1], D)
             grads = {"k": f.new_zeros(shape), "m": f.new_zeros(shape)}
@@ -544,7 +566,12 @@ class _VaryingScan(torch.autograd.Function):
                 )
             start = state if lo == 0 else qp[:, lo - 1]
             nu = _backward_varying(
-                co, *(_blocks(x, lo, hi, size) for x in (f, qp, g_qp, grad_f)), start, nu, grads
+                co,
+                *(_blocks(x, lo, hi, size) for x in (f, qp, g_qp, grad_f)),
+                start,
+                nu,
+                grads,
+                transfer,
             )
             for name, x in (("dt", dt), ("gamma", gamma)):
                 if x.shape[1] == 1:
@@ -558,9 +585,11 @@ class _VaryingScan(torch.autograd.Function):
 def scan_chunked(f, dt, gamma, k, m, state=None, *, chunk_size=64) -> tuple[Tensor, Tensor]:
     """Evolve the oscillators chunk by chunk; same arguments and results as ``scan_ref``.
 
-    1. Cut the sequence into chunks of length C (a ragged tail is one short chunk) and advance
-       all chunks at once, one position at a time, from a zero state: each chunk's local
-       response to its forcing and its transfer matrix (A^C when Δ and γ are constant in time).
+    1. Cut the sequence into chunks of length C (a ragged tail is one short chunk) and, for all
+       chunks at once, one position at a time, find each chunk's local response to its forcing
+       from a zero state and its transfer matrix. With Δ and γ constant in time the step is one
+       matrix A per channel: the local response is Σ_j A^{C−1−j} b f_j (a table of C powers)
+       and the transfer is A^C; otherwise the leapfrog runs from zero and from the unit states.
     2. Carry the state between chunks: entering_c = P_{c−1} entering_{c−1} + local_{c−1}.
     3. Rerun every chunk from the state entering it, writing all states.
 
