@@ -51,6 +51,11 @@ def read_bars(path: Path, instrument_id: str) -> pl.DataFrame:
 
 
 def check_bars(frame: pl.DataFrame, instrument_id: str, where: str) -> pl.DataFrame:
+    """Return ``instrument_id``'s bars sorted and unique by ``ts_event``, or raise one line.
+
+    Only the columns the backtest uses must be present (``BAR_COLUMNS``, BARS dtypes); bid/ask
+    may be null, in which case the spec's typical spread is charged.
+    """
     try:
         check_schema(frame, pl.Schema({c: BARS[c] for c in BAR_COLUMNS}), what=where)
     except ValueError as err:
@@ -94,6 +99,7 @@ def check_inputs(forecasts: pl.DataFrame, bars: pl.DataFrame, spec: InstrumentSp
 
 
 def iso(ns: int) -> str:
+    """Return UTC nanoseconds as an ISO 8601 string (for messages and the scorecard)."""
     return str(np.datetime64(int(ns), "ns"))
 
 
