@@ -398,11 +398,23 @@ def run_backtest(
     base_pos = np.column_stack(
         [baselines.buy_and_hold(n), baselines.flat(n), baselines.momentum(close)]
     )
-    rand_pos = baselines.random_matched(strat_pos[:, 0], n_seeds=config.n_random, seed=config.seed)
-    columns = names + base_names + [f"random_{i}" for i in range(rand_pos.shape[1])]
+    # random signals matched to each strategy: n_random for the headline, fewer for the rest
+    rand_pos = [
+        baselines.random_matched(
+            strat_pos[:, j],
+            n_seeds=config.n_random if j == 0 else min(config.n_random, 50),
+            seed=config.seed + j,
+        )
+        for j in range(len(names))
+    ]
+    columns = names + base_names
+    rand_cols: dict[str, np.ndarray] = {}
+    for name, block in zip(names, rand_pos):
+        rand_cols[name] = np.arange(len(columns), len(columns) + block.shape[1])
+        columns += [f"random_{name}_{i}" for i in range(block.shape[1])]
     sim = simulate(
         window,
-        np.column_stack([strat_pos, base_pos, rand_pos]),
+        np.column_stack([strat_pos, base_pos, *rand_pos]),
         spec,
         config,
         columns=columns,
@@ -439,10 +451,11 @@ def run_backtest(
         )
 
     headline = card_for(0, config.n_boot)
-    random_sharpes = np.array(
-        [_quick_sharpe(sim.returns[:, j], ppy) for j in range(len(names) + 3, len(columns))]
-    )
-    p_value = baselines.random_pvalue(headline["sharpe"], random_sharpes)
+    random_sharpes = {
+        name: np.array([_quick_sharpe(sim.returns[:, j], ppy) for j in cols])
+        for name, cols in rand_cols.items()
+    }
+    p_value = baselines.random_pvalue(headline["sharpe"], random_sharpes[names[0]])
 
     # regimes per bar: energy of the forecast in force
     energy_bar = np.full(n, np.nan)
@@ -499,7 +512,8 @@ def run_backtest(
             **c,
             "n_trades": int(sim.n_trades[j]),
             "params": _params_dict(strategies[name]),
-            "random_pvalue": baselines.random_pvalue(c["sharpe"], random_sharpes),
+            "random_pvalue": baselines.random_pvalue(c["sharpe"], random_sharpes[name]),
+            "random_seeds": int(len(random_sharpes[name])),
         }
     base_cards = {}
     for i, name in enumerate(base_names):
@@ -510,10 +524,12 @@ def run_backtest(
             "max_drawdown": float(_max_dd(sim.returns[:, j])),
             "n_trades": int(sim.n_trades[j]),
         }
+    headline_random = random_sharpes[names[0]]  # matched to the headline strategy
     base_cards["random"] = {
-        "n_seeds": int(len(random_sharpes)),
-        "sharpe_mean": float(np.mean(random_sharpes)) if len(random_sharpes) else math.nan,
-        "sharpe_std": float(np.std(random_sharpes, ddof=1)) if len(random_sharpes) > 1 else 0.0,
+        "n_seeds": int(len(headline_random)),
+        "matched_to": names[0],
+        "sharpe_mean": float(np.mean(headline_random)) if len(headline_random) else math.nan,
+        "sharpe_std": float(np.std(headline_random, ddof=1)) if len(headline_random) > 1 else 0.0,
         "p_value": p_value,
     }
     card = {

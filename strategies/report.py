@@ -247,7 +247,7 @@ def format_scorecard(card: dict) -> str:
         if name == "random":
             lines.append(
                 f"  baseline {name:<14} sharpe {c['sharpe_mean']:+.2f} +- {c['sharpe_std']:.2f}"
-                f" over {c['n_seeds']} seeds"
+                f" over {c['n_seeds']} seeds matched to {c['matched_to']}"
             )
         else:
             lines.append(f"  baseline {name:<14} sharpe {c['sharpe']:+.2f}")

@@ -242,6 +242,10 @@ def test_scorecard_holds_the_interface_fields_and_regime_families(oracle_result)
     assert card["sharpe_ci_low"] <= card["sharpe"] <= card["sharpe_ci_high"]
     assert card["n_trades"] > 10
     assert card["n_trials"] == len(card["strategies"]) == 3
+    # every strategy's p-value comes from random signals matched to that strategy
+    assert card["strategies"]["threshold"]["random_seeds"] == FAST.n_random
+    assert card["strategies"]["vol-target"]["random_seeds"] == 50
+    assert card["baselines"]["random"]["matched_to"] == "threshold"
 
 
 def test_bad_forecasts_raise_one_line_errors(bars):
