@@ -5,23 +5,25 @@
 
 ``scan`` times ``scan_ref`` (the per-step loop) and ``scan_chunked`` at (B, D, L) on one device,
 forward alone (inputs without grad) and forward + backward (gradients w.r.t. f, Δ, γ, k, m and
-the initial state, loss = sum of all states), as the best of ``--repeats`` runs, and prints the
-ratios. Δ and γ are per channel (the default, dissipative layer) or, with ``--selective``, per
-step (B, L, D). Threads: 1 by default (``--threads 0``: torch's default) because on a shared
-2-core machine torch's intra-op thread pool made both timings erratic (ref forward 11.5 s with 2
-threads against 1.3 s with 1, measured); the reference's (B, D) steps are single-threaded work
-anyway. Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the inputs; on
-CPU, the growth of the peak resident set size (``ru_maxrss``) over the resident size before the
-call, measured in a fresh subprocess per measurement (tracemalloc does not see torch's
-allocations). On CUDA the figures of ``hamfin.core.scan_triton.gpu_figures`` are merged in when
-that module imports.
+the initial state, loss = sum of all states), as the best of ``--repeats`` runs
+(``--ref-repeats`` for the reference), and prints the ratios. Δ and γ are per channel (the
+default, dissipative layer) or, with ``--selective``, per step (B, L, D).
+
+Threads: 1 by default (``--threads 0``: torch's default) because on a shared 2-core machine
+torch's intra-op thread pool made both timings erratic (ref forward 11.5 s with 2 threads
+against 1.3 s with 1, measured); the reference's (B, D) steps are single-threaded work anyway.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the inputs; on CPU, the growth
+of the peak resident set size (VmHWM, reset once the inputs exist) over the resident size before
+the call, in a fresh subprocess per measurement (tracemalloc does not see torch's allocations).
+On CUDA the figures of ``hamfin.core.scan_triton.gpu_figures`` are merged in when that module
+imports.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -79,22 +81,32 @@ def _run_once(impl, inputs, *, backward, chunk_size):
     return time.perf_counter() - start
 
 
-def _peak_child(impl, B, D, L, selective, chunk_size, threads):
-    """Subprocess body: print the peak RSS growth (MB) of one forward + backward on CPU."""
-    import resource
+def _status_kib(field: str) -> int:
+    """Read one ``/proc/self/status`` field (VmRSS, VmHWM) in KiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
+
+def _peak_child(impl, B, D, L, selective, chunk_size, threads):
+    """Subprocess body: print the peak RSS growth (MB) of one forward + backward on CPU.
+
+    The peak is VmHWM, reset to the current RSS (``clear_refs`` 5) once the inputs exist;
+    ``ru_maxrss`` would not do: Linux carries the parent's peak across fork and exec.
+    """
     if threads:
         torch.set_num_threads(threads)
     cpu = torch.device("cpu")
     # warm up first: the first backward loads libraries and thread pools (tens of MB)
     _run_once(impl, _inputs(2, 4, 16, selective=selective, device=cpu), backward=True, chunk_size=8)
     inputs = _inputs(B, D, L, selective=selective, device=cpu)
-    page = os.sysconf("SC_PAGE_SIZE")
-    with open("/proc/self/statm") as fh:
-        rss_before = int(fh.read().split()[1]) * page
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    rss_before = _status_kib("VmRSS")
     _run_once(impl, inputs, backward=True, chunk_size=chunk_size)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(max(0, peak - rss_before) / 2**20)
+    print(max(0, _status_kib("VmHWM") - rss_before) / 1024)
 
 
 def _peak_mem_mb(impl, B, D, L, *, selective, chunk_size, threads, device):
@@ -147,6 +159,7 @@ def bench_scan(args) -> list[dict]:
             "chunk_size": args.chunk_size,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
+            "ref_repeats": args.ref_repeats,
         }
         for impl in ("chunked", "ref"):
             warm = _inputs(
@@ -155,7 +168,7 @@ def bench_scan(args) -> list[dict]:
             _run_once(impl, warm, backward=True, chunk_size=args.chunk_size)  # warm up
             for backward, key in ((False, "fwd"), (True, "fwdbwd")):
                 times = []
-                for _ in range(args.repeats):
+                for _ in range(args.repeats if impl == "chunked" else args.ref_repeats):
                     times.append(
                         _run_once(impl, inputs, backward=backward, chunk_size=args.chunk_size)
                     )
@@ -179,7 +192,7 @@ def bench_scan(args) -> list[dict]:
         entry["peak_mem_method"] = (
             "torch.cuda.max_memory_allocated above the inputs"
             if device.type == "cuda"
-            else "ru_maxrss growth over RSS before the call, fresh subprocess"
+            else "VmHWM growth over VmRSS before the call (inputs built), fresh subprocess"
         )
         if device.type == "cuda":
             entry.update(_gpu_figures(B, D, L, args.selective))
@@ -205,7 +218,8 @@ def _scan_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="runs of chunked (best taken)")
+    parser.add_argument("--ref-repeats", type=int, default=3, help="runs of ref (best taken)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (0: torch default)"
     )
@@ -230,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _scan_parser().parse_args(argv[1:])
     problems = [
         f"--{name.replace('_', '-')} must be >= 1"
-        for name in ("batch", "channels", "chunk_size", "repeats")
+        for name in ("batch", "channels", "chunk_size", "repeats", "ref_repeats")
         if getattr(args, name) < 1
     ]
     if any(n < 1 for n in args.lengths):
