@@ -46,8 +46,12 @@ class LSTMMixer(Mixer):
         self.lstm = nn.LSTM(config.d_model, config.d_model, batch_first=True)
 
     def forward(self, x: Tensor, *, return_energy: bool = False) -> tuple[Tensor, Tensor | None]:
-        y, _ = self.lstm(x)
-        return y, None
+        # The LSTM runs in fp32 under bf16 autocast: oneDNN's CPU LSTM rejects bf16 at small
+        # widths ("could not create a primitive descriptor"), and its state is a recurrence.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            full = x if x.dtype in (torch.float32, torch.float64) else x.float()
+            y, _ = self.lstm(full)
+        return y.to(x.dtype), None
 
 
 def rotary(x: Tensor, base: float = 10_000.0) -> Tensor:

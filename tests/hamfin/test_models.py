@@ -62,3 +62,16 @@ def test_every_model_has_a_finite_loss_and_gradients_reach_every_parameter(name)
 def test_unknown_model_name_is_rejected_with_the_known_names():
     with pytest.raises(ValueError, match="hmld"):
         build_model("gru", CONFIG, n_features=F)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_trains_under_bf16_autocast_with_a_finite_loss(name):
+    torch.manual_seed(0)
+    system = ForecastSystem(name, CONFIG, TrainConfig(), n_features=F)
+    x = torch.randn(B, L, F)
+    y = torch.stack([torch.randn(B, L), torch.ones(B, L), torch.ones(B, L)], dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = system.losses((x, y, torch.ones(B, L)))["loss"]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in system.parameters() if p.grad is not None)
