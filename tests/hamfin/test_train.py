@@ -57,6 +57,8 @@ def test_a_run_writes_config_metrics_forecasts_and_prints_the_folder_last(
     assert (forecasts["direction_prob"].is_between(0, 1)).all()
     assert (forecasts["predicted_volatility"] > 0).all()
     assert list(run_dir.glob("fold_0/checkpoints/*.ckpt"))
+    logged = (run_dir / "fold_0/logs/metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"energy/layer0", "mpp_energy_mean", "val_auc", "val_loss"} <= set(logged)
     assert not list((tmp_path / "EURUSD").glob(".*.partial"))
 
 
