@@ -25,7 +25,7 @@ from hamfin.system import ForecastSystem, TrainConfig
 N_FEATURES = 19  # what build_features makes with the default FeatureConfig
 
 
-def time_steps(system: ForecastSystem, batch, *, steps: int, warmup: int = 1) -> float:
+def time_steps(system: ForecastSystem, batch, *, steps: int, warmup: int = 2) -> float:
     """Return the median seconds of one forward + backward + AdamW step."""
     optimizer = system.configure_optimizers()
     times = []
@@ -78,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-layers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the entries here")
     args = parser.parse_args(argv)
     config = ModelConfig(d_model=args.d_model, d_state=args.d_model, n_layers=args.n_layers)
+    for name in args.models:  # process-level warm-up (allocator, thread pool, oneDNN), discarded
+        measure(name, min(args.windows), batch_size=args.batch_size, config=config, steps=1)
     entries = []
     print(
         f"training throughput on CPU ({torch.get_num_threads()} threads), batch "  # noqa: T201
@@ -99,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{entry['bars_per_s']:>12.0f}",
                 flush=True,
             )
-    lo, hi = min(args.windows), max(args.windows)
-    if hi > lo:
-        print(f"time ratio {hi}/{lo} (linear scaling = {hi / lo:g}):")  # noqa: T201
+    windows = sorted(set(args.windows))
+    lo, hi = windows[0], windows[-1]
+    pairs = [(lo, hi)] + [p for p in zip(windows, windows[1:]) if p != (lo, hi)]
+    for a, b in pairs:
+        print(f"time ratio {b}/{a} (linear scaling = {b / a:g}):")  # noqa: T201
         for name in args.models:
             step = {e["window"]: e["step_s"] for e in entries if e["model"] == name}
-            print(f"  {name:<14}{step[hi] / step[lo]:8.2f}")  # noqa: T201
+            print(f"  {name:<14}{step[b] / step[a]:8.2f}")  # noqa: T201
+    if hi > lo:
         fastest = max((e for e in entries if e["window"] == hi), key=lambda e: e["bars_per_s"])
         print(f"fastest at window {hi}: {fastest['model']}")  # noqa: T201
     if args.json:
