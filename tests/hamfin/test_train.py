@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -144,6 +146,36 @@ def test_resume_after_a_mid_epoch_kill_gives_the_uninterrupted_result(
     b = json.loads((resumed / "metrics.json").read_text())
     assert _numbers(uninterrupted) == _numbers(b)
     assert uninterrupted["folds"][0]["epochs"] == b["folds"][0]["epochs"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_of_the_training_process_gives_the_uninterrupted_result(
+    bars_store, tmp_path, uninterrupted
+):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(train.RUN_DIR_ENV, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hamfin.train", *_argv(bars_store, out, *RESUME_ARGS)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    try:
+        while not list((out / "EURUSD").glob(".*.partial/fold_0/checkpoints/last.ckpt")):
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not [p for p in (out / "EURUSD").iterdir() if not p.name.startswith(".")]
+    resumed = train.run(_argv(bars_store, out, *RESUME_ARGS, "--resume"))
+    b = json.loads((resumed / "metrics.json").read_text())
+    assert _numbers(uninterrupted) == _numbers(b)
 
 
 def test_labels_shuffled_in_time_give_an_auc_within_noise_of_one_half(bars_store, tmp_path):
