@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -178,38 +179,40 @@ def test_resume_after_sigkill_of_the_training_process_gives_the_uninterrupted_re
     assert _numbers(uninterrupted) == _numbers(b)
 
 
-def test_labels_shuffled_in_time_give_an_auc_within_noise_of_one_half(bars_store, tmp_path):
+def _direction_auc(fs, tmp_path) -> tuple[float, float, float, int]:
+    """Train a tiny LSTM on one fold of ``fs`` and return its test AUC, CI and size."""
+    data = DataConfig(window=16, span=8, n_folds=1, train_min=0.5, batch_size=8)
     config = train.RunConfig(
         model="lstm",
-        data=DataConfig(
-            store=str(bars_store),
-            bar="5m",
-            window=16,
-            span=8,
-            n_folds=1,
-            min_bars=200,
-            train_min=0.5,
-        ),
-        train=train.TrainConfig(max_epochs=2),
+        data=data,
+        train=train.TrainConfig(max_epochs=6, lr=1e-2, patience=6),
         model_config=train.ModelConfig(d_model=8, n_layers=1),
     )
-    fs = load_features(config.data)
-    rng = np.random.default_rng(0)
-    perm = rng.permutation(fs.ts_event.size)
-    import dataclasses
+    fold = make_folds(fs, data)[0]
+    dm = TickDataModule(fs, fold, data)
+    result = train.fit(config, dm, fold_dir=tmp_path)
+    pred = predict_rows(result.system.model, dm.sets["test"], dm.scales)
+    labels = fs.label_return[pred["rows"]] > 0
+    return (*auc_with_ci(labels, pred["direction_prob"]), labels.size)
 
+
+def test_labels_shuffled_in_time_give_an_auc_within_noise_of_one_half(bars_store, tmp_path):
+    fs = load_features(DataConfig(store=str(bars_store), bar="5m", min_bars=200))
+    perm = np.random.default_rng(0).permutation(fs.ts_event.size)
     shuffled = dataclasses.replace(
         fs, label_return=fs.label_return[perm], label_volatility=fs.label_volatility[perm]
     )
-    fold = make_folds(shuffled, config.data)[0]
-    dm = TickDataModule(shuffled, fold, config.data)
-    result = train.fit(config, dm, fold_dir=tmp_path)
-    pred = predict_rows(result.system.model, dm.sets["test"], dm.scales)
-    labels = shuffled.label_return[pred["rows"]] > 0
-    value, low, high = auc_with_ci(labels, pred["direction_prob"])
-    n = labels.size
+    value, low, high, n = _direction_auc(shuffled, tmp_path)
     assert abs(value - 0.5) < 3 * 0.5 / np.sqrt(n / 2), (value, n)  # ~3 standard errors
     assert low < 0.5 < high or abs(value - 0.5) < 0.03
+
+
+def test_the_same_harness_finds_a_planted_signal_so_the_shuffle_test_can_fail(bars_store, tmp_path):
+    fs = load_features(DataConfig(store=str(bars_store), bar="5m", min_bars=200))
+    noise = np.random.default_rng(1).normal(scale=0.5 * np.std(fs.returns), size=fs.returns.size)
+    planted = dataclasses.replace(fs, label_return=-0.7 * fs.returns + noise)  # mean reversion
+    value, low, _, _ = _direction_auc(planted, tmp_path)
+    assert value > 0.6 and low > 0.55, value
 
 
 @pytest.mark.slow
