@@ -13,34 +13,6 @@ from pipelines.bars import time_bars
 from pipelines.store import Store
 from pipelines.synthetic import SyntheticConfig, generate_quotes
 
-# Tiny settings shared by the CLI tests: 5-minute bars, 2 folds, a 1-layer width-8 model.
-TINY = [
-    "--bar",
-    "5m",
-    "--max-epochs",
-    "1",
-    "--set",
-    "window=16",
-    "--set",
-    "span=8",
-    "--set",
-    "n_folds=2",
-    "--set",
-    "batch_size=16",
-    "--set",
-    "d_model=8",
-    "--set",
-    "d_state=8",
-    "--set",
-    "n_layers=1",
-    "--set",
-    "n_heads=2",
-    "--set",
-    "checkpoint_every_n_steps=3",
-    "--set",
-    "min_bars=200",
-]
-
 
 def _quotes(instrument: str, days: int, seed: int):
     start = dt.date(2024, 1, 1)

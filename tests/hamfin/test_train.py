@@ -23,9 +23,23 @@ from hamfin.data import DataConfig, TickDataModule, load_features, make_folds
 from hamfin.metrics import auc_with_ci
 from hamfin.statistical import BASELINES
 from hamfin.system import predict_rows
-from tests.hamfin.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
+# Tiny settings for the CLI tests: 5-minute bars, 2 folds, a 1-layer width-8 model.
+TINY = [
+    *("--bar", "5m"),
+    *("--max-epochs", "1"),
+    *("--set", "window=16"),
+    *("--set", "span=8"),
+    *("--set", "n_folds=2"),
+    *("--set", "batch_size=16"),
+    *("--set", "d_model=8"),
+    *("--set", "d_state=8"),
+    *("--set", "n_layers=1"),
+    *("--set", "n_heads=2"),
+    *("--set", "checkpoint_every_n_steps=3"),
+    *("--set", "min_bars=200"),
+]
 
 
 def _argv(store: Path, out: Path, *extra: str) -> list[str]:
