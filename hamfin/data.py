@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data_specs import SpecError, load_spec
-from pipelines.bars import time_bars
+from pipelines.bars import resample_bars, time_bars
 from pipelines.errors import PipelineError
 from pipelines.features import build_features, feature_columns
 from pipelines.splits import Fold, walk_forward
@@ -74,38 +74,6 @@ def bar_ns(bar: str) -> int:
         message = f"bad bar length '{bar}': expected e.g. 1m, 5m, 15m, 1h, 1d"
         raise DataError(message)
     return int(bar[:-1]) * _NS[unit]
-
-
-def resample_bars(bars: pl.LazyFrame, *, every: str) -> pl.LazyFrame:
-    """Aggregate BARS into coarser BARS of length ``every`` (UTC-aligned windows).
-
-    OHLC take first/max/min/last, volumes and tick counts and realized variance add, the mean
-    spread is tick-weighted; ``ts_event`` is the window start, ``ts_close`` its end.
-    """
-    ticks = pl.col("tick_count").cast(pl.Float64)
-    return (
-        bars.with_columns(
-            pl.from_epoch("ts_event", time_unit="ns").dt.replace_time_zone("UTC").alias("_w")
-        )
-        .sort("instrument_id", "ts_event")
-        .group_by_dynamic("_w", every=every, group_by="instrument_id", closed="left")
-        .agg(
-            pl.col("open", "bid_open", "ask_open").first(),
-            pl.col("high", "bid_high", "ask_high").max(),
-            pl.col("low", "bid_low", "ask_low").min(),
-            pl.col("close", "bid_close", "ask_close").last(),
-            pl.col("volume").sum(),
-            pl.col("tick_count").sum(),
-            ((pl.col("spread_mean") * ticks).sum() / ticks.sum()).alias("spread_mean"),
-            pl.col("spread_max").max(),
-            pl.col("realized_variance").sum(),
-        )
-        .with_columns(
-            pl.col("_w").dt.epoch("ns").alias("ts_event"),
-            pl.col("_w").dt.offset_by(every).dt.epoch("ns").alias("ts_close"),
-        )
-        .drop("_w")
-    )
 
 
 @dataclass(frozen=True, eq=False)

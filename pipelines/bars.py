@@ -224,3 +224,38 @@ def trade_bars(
     if not _is_trades(trades_lf):
         raise ValueError("trade_bars needs a TRADES frame (a 'price' column)")
     return time_bars(trades_lf, every=every, spec=spec)
+
+
+def resample_bars(bars: pl.LazyFrame, *, every: str) -> pl.LazyFrame:
+    """Aggregate BARS into coarser BARS of length ``every`` (UTC-aligned windows).
+
+    OHLC take first/max/min/last; volumes, tick counts and realized variance add; the mean
+    spread is tick-weighted. ``ts_event`` is the window start and ``ts_close`` its end. Windows
+    without bars produce no row. Shared by training (``hamfin.data``) and backtests
+    (``strategies.inputs``) so both see the same coarse bars.
+    """
+    ticks = pl.col("tick_count").cast(pl.Float64)
+    frame = (
+        bars.with_columns(
+            pl.from_epoch("ts_event", time_unit="ns").dt.replace_time_zone("UTC").alias("_w")
+        )
+        .sort("instrument_id", "ts_event")
+        .group_by_dynamic("_w", every=every, group_by="instrument_id", closed="left")
+        .agg(
+            pl.col("open", "bid_open", "ask_open").first(),
+            pl.col("high", "bid_high", "ask_high").max(),
+            pl.col("low", "bid_low", "ask_low").min(),
+            pl.col("close", "bid_close", "ask_close").last(),
+            pl.col("volume").sum(),
+            pl.col("tick_count").sum(),
+            ((pl.col("spread_mean") * ticks).sum() / ticks.sum()).alias("spread_mean"),
+            pl.col("spread_max").max(),
+            pl.col("realized_variance").sum(),
+        )
+        .with_columns(
+            pl.col("_w").dt.epoch("ns").alias("ts_event"),
+            pl.col("_w").dt.offset_by(every).dt.epoch("ns").alias("ts_close"),
+        )
+        .drop("_w")
+    )
+    return conform(frame, BARS)

@@ -191,6 +191,8 @@ def load_run_bars(
             if want % native:
                 message = f"{root}: stored {native // 10**9}s bars cannot make the run's {every}"
                 raise BacktestInputError(message)
+            from pipelines.bars import resample_bars
+
             bars = resample_bars(bars.lazy(), every=every).collect()
     return bars_matching(bars.sort("ts_event"), ts.to_numpy())
 
@@ -201,34 +203,6 @@ def _duration_ns(every: str) -> int:
         return int(every[:-1]) * units[every[-1]]
     except (KeyError, ValueError) as err:
         raise BacktestInputError(f"config.json: bar length {every!r} is not like 15m/1h") from err
-
-
-def resample_bars(bars: pl.LazyFrame, *, every: str) -> pl.LazyFrame:
-    """Aggregate BARS into coarser UTC-aligned BARS of length ``every``.
-
-    OHLC take first/max/min/last, volumes, tick counts and realized variance add;
-    ``ts_event`` is the window start and ``ts_close`` the window end (start + ``every``).
-    """
-    return (
-        bars.with_columns(
-            pl.from_epoch("ts_event", time_unit="ns").dt.replace_time_zone("UTC").alias("_w")
-        )
-        .sort("instrument_id", "ts_event")
-        .group_by_dynamic("_w", every=every, group_by="instrument_id", closed="left")
-        .agg(
-            pl.col("open", "bid_open", "ask_open").first(),
-            pl.col("high", "bid_high", "ask_high").max(),
-            pl.col("low", "bid_low", "ask_low").min(),
-            pl.col("close", "bid_close", "ask_close").last(),
-            pl.col("volume", "tick_count", "realized_variance").sum(),
-            pl.col("spread_max").max(),
-        )
-        .with_columns(
-            pl.col("_w").dt.epoch("ns").alias("ts_event"),
-            pl.col("_w").dt.offset_by(every).dt.epoch("ns").alias("ts_close"),
-        )
-        .drop("_w")
-    )
 
 
 def bars_matching(bars: pl.DataFrame, forecast_ts: np.ndarray) -> pl.DataFrame:

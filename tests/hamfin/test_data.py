@@ -17,8 +17,8 @@ from hamfin.data import (
     cover_windows,
     load_features,
     make_folds,
-    resample_bars,
 )
+from pipelines.bars import resample_bars
 from pipelines.store import Store
 
 
