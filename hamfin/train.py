@@ -122,6 +122,25 @@ def _parse_value(raw: str, kind, key: str):
         raise UsageError(f"--set {key}={raw}: expected {kind.__name__}") from None
 
 
+def resolve_key(key: str) -> tuple[str, str]:
+    """Return ``(section, field)`` of a ``--set`` key (``section.field`` or a bare field name).
+
+    Raises ``UsageError`` for unknown and ambiguous keys.
+    """
+    if "." in key:
+        section, name = key.split(".", 1)
+        sections = [section] if section in SECTIONS else []
+    else:
+        name = key
+        sections = [s for s, cls in SECTIONS.items() if name in cls.__dataclass_fields__]
+    sections = [s for s in sections if name in SECTIONS[s].__dataclass_fields__]
+    if len(sections) != 1:
+        known = sorted({f for cls in SECTIONS.values() for f in cls.__dataclass_fields__})
+        reason = "ambiguous" if sections else "unknown"
+        raise UsageError(f"--set {key}: {reason} key; known keys: {', '.join(known)}")
+    return sections[0], name
+
+
 def apply_overrides(config: RunConfig, pairs: list[str]) -> RunConfig:
     """Apply ``key=value`` overrides, type-checked against the frozen config dataclasses.
 
@@ -132,18 +151,7 @@ def apply_overrides(config: RunConfig, pairs: list[str]) -> RunConfig:
         key, sep, raw = pair.partition("=")
         if not sep:
             raise UsageError(f"--set {pair}: expected key=value")
-        if "." in key:
-            section, name = key.split(".", 1)
-            sections = [section] if section in SECTIONS else []
-        else:
-            name = key
-            sections = [s for s, cls in SECTIONS.items() if name in cls.__dataclass_fields__]
-        sections = [s for s in sections if name in SECTIONS[s].__dataclass_fields__]
-        if len(sections) != 1:
-            known = sorted({f for cls in SECTIONS.values() for f in cls.__dataclass_fields__})
-            reason = "ambiguous" if sections else "unknown"
-            raise UsageError(f"--set {key}: {reason} key; known keys: {', '.join(known)}")
-        section = sections[0]
+        section, name = resolve_key(key)
         hints = typing.get_type_hints(SECTIONS[section])
         value = _parse_value(raw, hints[name], key)
         attr = _SECTION_ATTR[section]
