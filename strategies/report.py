@@ -87,6 +87,11 @@ def plot_regimes(result: BacktestResult) -> Figure:
     )
 
 
+def html_table(rows: list[dict], columns: list[str]) -> str:
+    """Return ``rows`` as an HTML table of ``columns`` (floats to 4 significant digits)."""
+    return _table(rows, columns)
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
@@ -281,6 +286,11 @@ def write_outputs(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
     for key, path in paths.items():
         tmp[key].replace(path)
     return paths
+
+
+def jsonable(obj):
+    """Return ``obj`` with NumPy scalars as Python numbers and NaN/inf as None (for JSON)."""
+    return _jsonable(obj)
 
 
 def _jsonable(obj):

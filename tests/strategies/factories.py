@@ -91,3 +91,35 @@ def make_forecasts(
         }
     )
     return conform(frame, FORECASTS)
+
+
+def make_energy_volatility_pair(
+    n: int = 1500, *, seed: int = 0, coupling: float = 1.0, persistence: float = 0.98
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Return bars with a persistent stochastic volatility and forecasts whose energy tracks it.
+
+    Log volatility is an AR(1) with ``persistence``; the energy of the forecast made at a bar's
+    close is ``exp(coupling * log-vol deviation + noise)`` of that bar (known then), split over
+    two layers. ``coupling=0`` gives energy unrelated to volatility.
+    """
+    rng = np.random.default_rng(seed)
+    h = np.zeros(n)
+    shocks = rng.normal(0.0, 0.3 * np.sqrt(1 - persistence**2), n)
+    for t in range(1, n):
+        h[t] = persistence * h[t - 1] + shocks[t]
+    bars = make_bars(n, seed=seed + 1, vol=1e-3 * np.exp(h))
+    forecasts = make_forecasts(bars, seed=seed + 2, energy_layers=2)
+    total = np.exp(coupling * h[:-1] / 0.3 + rng.normal(0.0, 0.3, n - 1))
+    energy = np.column_stack([0.6 * total, 0.4 * total])
+    return bars, forecasts.with_columns(
+        pl.Series("energy", [list(row) for row in energy], dtype=pl.List(pl.Float64))
+    )
+
+
+def write_run_folder(folder, forecasts: pl.DataFrame, bars: pl.DataFrame | None = None):
+    """Write ``forecasts.parquet`` (and ``bars.parquet``) into a new run ``folder``; return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    forecasts.write_parquet(folder / "forecasts.parquet")
+    if bars is not None:
+        bars.write_parquet(folder / "bars.parquet")
+    return folder
