@@ -667,46 +667,17 @@ def plot_informativeness(numbers: dict):
 
 # ---- the page --------------------------------------------------------------------------------
 
-_REGIME_COLUMNS = [
-    "regime",
-    "n_forecasts",
-    "share_of_time",
-    "mean_duration_bars",
-    "energy_min",
-    "energy_max",
-    "forward_volatility",
-    "forward_volatility_ci_low",
-    "forward_volatility_ci_high",
-    "realized_volatility",
-    "realized_volatility_ci_low",
-    "realized_volatility_ci_high",
-    "auc",
-    "auc_ci_low",
-    "auc_ci_high",
-    "mse",
-    "mse_ci_low",
-    "mse_ci_high",
-    "mse_zero_forecast",
-]
-_STRATEGY_COLUMNS = [
-    "regime",
-    "sharpe",
-    "sharpe_ci_low",
-    "sharpe_ci_high",
-    "annual_return",
-    "annual_return_ci_low",
-    "annual_return_ci_high",
-]
-_CORRELATION_COLUMNS = [
-    "target",
-    "spearman",
-    "ci_low",
-    "ci_high",
-    "null_low",
-    "null_high",
-    "p_value",
-    "n",
-]
+_REGIME_COLUMNS = (
+    "regime n_forecasts share_of_time mean_duration_bars energy_min energy_max "
+    "forward_volatility forward_volatility_ci_low forward_volatility_ci_high "
+    "realized_volatility realized_volatility_ci_low realized_volatility_ci_high "
+    "auc auc_ci_low auc_ci_high mse mse_ci_low mse_ci_high mse_zero_forecast"
+).split()
+_STRATEGY_COLUMNS = (
+    "regime sharpe sharpe_ci_low sharpe_ci_high "
+    "annual_return annual_return_ci_low annual_return_ci_high"
+).split()
+_CORRELATION_COLUMNS = "target spearman ci_low ci_high null_low null_high p_value n".split()
 
 
 def correlation_verdict(name: str, c: dict) -> str:

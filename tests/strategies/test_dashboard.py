@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,8 @@ from tests.strategies.factories import (
     make_forecasts,
     write_run_folder,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # ---- regimes without look-ahead ----------------------------------------------------------------
 
@@ -251,3 +255,44 @@ def test_cli_writes_html_with_images_synthetic_title_and_json_of_its_numbers(run
         assert r["sharpe_ci_low"] <= r["sharpe"] <= r["sharpe_ci_high"]
     assert "Descriptive only" in page
     assert not list(run_folder.glob(".*.tmp"))
+
+
+# ---- end to end on a real (tiny) training run --------------------------------------------------
+
+TINY_TRAIN = [
+    *("--bar", "5m"),
+    *("--max-epochs", "1"),
+    *("--set", "window=16"),
+    *("--set", "span=8"),
+    *("--set", "n_folds=2"),
+    *("--set", "batch_size=16"),
+    *("--set", "d_model=8"),
+    *("--set", "d_state=8"),
+    *("--set", "n_layers=1"),
+    *("--set", "n_heads=2"),
+    *("--set", "min_bars=200"),
+]
+
+
+def test_dashboard_of_a_tiny_hmld_training_run_reads_its_store_and_energy(tmp_path, capsys):
+    from pipelines.synthetic import default_store
+
+    store = default_store(tmp_path / "store", days=10, seed=3)
+    command = [sys.executable, "-m", "hamfin.train", "--instrument", "EURUSD"]
+    command += ["--store", str(store), "--out", str(tmp_path / "runs"), *TINY_TRAIN]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = Path(done.stdout.strip().splitlines()[-1])
+    argv = ["--run", str(run), "--no-backtest", "--n-boot", "100", "--n-perm", "50"]
+    assert dashboard.main(argv) == 0  # bars from the store named in the run's config.json
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(run / "dashboard.html")
+    numbers = json.loads((run / "dashboard.json").read_text())
+    forecasts = pl.read_parquet(run / "forecasts.parquet")
+    hmld = forecasts.filter(pl.col("model") == "hmld")
+    assert list(numbers["models"]) == ["hmld"]  # the baselines carry no energy
+    m = numbers["models"]["hmld"]
+    assert m["n_forecasts"] == hmld.height and m["n_layers"] == 1 and m["folds"] == [0, 1]
+    assert sum(r["n_forecasts"] for r in m["regimes"]) == m["n_labelled"] == hmld.height - 200
+    synthetic = bool(hmld["synthetic"].any())
+    assert numbers["synthetic"] == synthetic
+    assert ("(SYNTHETIC DATA)" in (run / "dashboard.html").read_text()) == synthetic
