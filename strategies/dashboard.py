@@ -39,7 +39,9 @@ over the regime's rows in time order (rows of a regime are not contiguous: an ap
 Is energy informative? Spearman correlation of total energy with the realized volatility, with
 ``|realized_return|`` and with the forward bar volatility, stratified by fold (energy and
 target replaced by their percentile within the fold, then pooled), with a block-bootstrap
-interval and a null from energy circularly shifted within each fold (:func:`rank_correlation`).
+interval (blocks of ``correlation_block`` = 64 bars: energy and volatility are persistent and the
+forward volatility windows overlap) and a null from energy circularly shifted within each fold
+(:func:`rank_correlation`).
 Both targets are later than the energy they are paired with; the within-fold percentiles
 describe the sample and are not a trading rule.
 """
@@ -88,6 +90,7 @@ class DashboardConfig:
     vol_window: int = 16  # bars in the forward realized volatility and the plotted smoothing
     n_boot: int = 500  # block-bootstrap resamples per interval
     n_perm: int = 200  # within-fold circular shifts of energy for the null
+    correlation_block: int = 64  # bars per bootstrap block of the correlations (> vol_window)
     alpha: float = 0.05  # intervals are (1 - alpha)
     seed: int = 0
     backtest: bool = True  # run the headline strategy for per-regime Sharpe
@@ -223,6 +226,7 @@ def rank_correlation(
     groups: np.ndarray | None = None,
     n_boot: int = 500,
     n_perm: int = 200,
+    block: int | None = None,
     alpha: float = 0.05,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -230,7 +234,8 @@ def rank_correlation(
     a shuffled-``x`` null.
 
     Within each group ``x`` and ``y`` are replaced by their percentiles, then pooled. The
-    interval is a circular block bootstrap of the pooled pairs (time order). The null shifts
+    interval is a circular block bootstrap of the pooled pairs (time order; blocks of ``block``
+    rows, default ``ceil(n ** (1/3))``). The null shifts
     ``x`` circularly within each group by a random offset (at least a tenth of the group away),
     ``n_perm`` times: a shuffle that keeps ``x``'s autocorrelation, so a persistent energy
     against a persistent volatility is not mistaken for information (an i.i.d. shuffle of a
@@ -254,7 +259,7 @@ def rank_correlation(
         return {**out, "null_low": nan, "null_high": nan, "p_value": nan}
     u, v = _within_group_percentile(x, groups), _within_group_percentile(y, groups)
     point = float(_spearman_rows(u[None], v[None])[0])
-    boot = block_bootstrap(_spearman_rows, (u, v), n_boot=n_boot, seed=seed)
+    boot = block_bootstrap(_spearman_rows, (u, v), n_boot=n_boot, block=block, seed=seed)
     low, high = _interval(boot, alpha)
     rng = np.random.default_rng(seed + 1)
     shuffled = np.tile(u, (n_perm, 1))
@@ -435,8 +440,9 @@ def model_dashboard(
         "abs_realized_return": np.abs(real),
         f"forward_volatility_{config.vol_window}bars": fwd,
     }
+    block = config.correlation_block
     correlations = {
-        name: rank_correlation(total, y, groups=groups, n_perm=config.n_perm, **boot)
+        name: rank_correlation(total, y, groups=groups, n_perm=config.n_perm, block=block, **boot)
         for name, y in targets.items()
     }
 
@@ -585,13 +591,13 @@ def plot_timeline(d: ModelDashboard, *, vol_window: int, title: str = ""):
     return fig
 
 
-def plot_regime_stats(numbers: dict):
+def plot_regime_stats(numbers: dict, *, vol_window: int):
     """Return per-regime bars with bootstrap intervals: volatility after, AUC, MSE, Sharpe."""
     from matplotlib.figure import Figure
 
     rows = numbers["regimes"]
     panels = [
-        ("forward_volatility", f"forward volatility ({len(rows)} regimes)"),
+        ("forward_volatility", f"forward volatility ({vol_window} bars)"),
         ("realized_volatility", "realized volatility (label)"),
         ("auc", "direction AUC"),
         ("mse", "forecast MSE"),
@@ -714,8 +720,9 @@ def render(numbers: dict, images: dict[str, dict[str, str]]) -> str:
         f" and including it (expanding window, per fold, first {cfg['warmup']} forecasts of"
         f" each fold unlabelled). Bars take the regime of the forecast in force. Intervals:"
         f" {100 * (1 - cfg['alpha']):.0f}% circular block bootstrap, {cfg['n_boot']}"
-        f" resamples; null: energy circularly shifted within each fold, {cfg['n_perm']} random"
-        f" shifts (keeps its autocorrelation).</p>",
+        f" resamples (blocks of {cfg['correlation_block']} bars for the correlations);"
+        f" null: energy circularly shifted within each fold, {cfg['n_perm']} random shifts"
+        f" (keeps its autocorrelation).</p>",
     ]
     if numbers["synthetic"]:
         parts.append("<p><b>SYNTHETIC DATA: these forecasts were made on synthetic bars.</b></p>")
@@ -819,7 +826,9 @@ def build(
             "Energy, price and realized volatility by causal regime": figure_png(
                 plot_timeline(d, vol_window=config.vol_window, title=label)
             ),
-            "Per regime (95% intervals)": figure_png(plot_regime_stats(d.numbers)),
+            "Per regime (95% intervals)": figure_png(
+                plot_regime_stats(d.numbers, vol_window=config.vol_window)
+            ),
             "Transitions and informativeness": figure_png(plot_informativeness(d.numbers)),
         }
     return numbers, render(numbers, images)
