@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import polars as pl
 
-LINEAGE = pl.Schema({"source_file": pl.String, "source_line": pl.Int64})
+# source_file is Categorical: a few distinct paths repeated on every row (cheap to build,
+# compare, group and write -- Parquet stores it dictionary-encoded either way)
+LINEAGE = pl.Schema({"source_file": pl.Categorical(), "source_line": pl.Int64})
 
 QUOTES = pl.Schema(
     {
@@ -74,7 +76,7 @@ QUARANTINE = pl.Schema(
         "instrument_id": pl.String,
         "ts_event": pl.Int64,  # null when the timestamp itself could not be parsed
         "reason": pl.String,
-        "source_file": pl.String,
+        "source_file": pl.Categorical(),
         "source_line": pl.Int64,
         "raw": pl.String,  # the offending line or a rendering of the row
     }

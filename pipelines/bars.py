@@ -90,18 +90,130 @@ def _canonical(lf: pl.LazyFrame) -> tuple[pl.LazyFrame, list[pl.Expr]]:
     return conform(lf, QUOTES), _quote_aggs()
 
 
+_FIXED_UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
+_DURATION_PART = re.compile(r"(\d+)(ns|us|ms|s|m|h|d|w|mo|q|y|i)")
+
+
+def fixed_duration_ns(every: str) -> int | None:
+    """Return the length in ns of a Polars duration made of fixed units (ns .. h), else None.
+
+    Durations with calendar units (``d``, ``w``, ``mo``, ``q``, ``y``) return None: their length
+    depends on the calendar (DST, month lengths).
+
+    Raises
+    ------
+    ValueError
+        ``every`` is not a positive Polars duration string such as ``1m``, ``5m``, ``1h``, ``1d``.
+    """
+    parts = _DURATION_PART.findall(every)
+    if not parts or "".join(n + u for n, u in parts) != every:
+        raise ValueError(f"{every!r} is not a duration such as 1m, 5m, 1h, 1d")
+    if any(unit == "i" for _, unit in parts):
+        raise ValueError(f"{every!r}: index durations ('i') are not time bars")
+    if sum(int(n) for n, _ in parts) <= 0:
+        raise ValueError(f"{every!r} must be positive")
+    if any(unit not in _FIXED_UNITS_NS for _, unit in parts):
+        return None
+    return sum(int(n) * _FIXED_UNITS_NS[unit] for n, unit in parts)
+
+
+def _fixed_time_bars(
+    lf: pl.LazyFrame, *, length: int, trades: bool, presorted: bool
+) -> pl.LazyFrame:
+    """Time bars of a fixed length in ns, windows aligned on multiples of it since the epoch.
+
+    The same windows and values as ``group_by_dynamic`` (which aligns fixed durations on the
+    epoch too), computed with an integer group key and per-tick columns prepared before the
+    group-by, so that every aggregation is a plain first/last/min/max/sum (no per-group lists).
+    ``presorted``: one instrument, sorted by ``ts_event`` -- no sort, no instrument key.
+    """
+    ts = pl.col("ts_event")
+    window = (ts // length) * length
+    value = pl.col("price") if trades else (pl.col("bid_price") + pl.col("ask_price")) * 0.5
+    log_value = value.log()
+    # squared log return from the previous tick, counted only inside one bar of one instrument
+    inside = pl.col("_w") == pl.col("_w").shift(1)
+    if presorted:
+        keys = ["_w"]
+    else:
+        keys = ["instrument_id", "_w"]
+        inside = inside & (pl.col("instrument_id") == pl.col("instrument_id").shift(1))
+        lf = lf.sort("instrument_id", "ts_event", maintain_order=True)
+    step = (log_value - log_value.shift(1)).pow(2)
+    prepared = lf.with_columns(window.alias("_w"), value.alias("_v")).with_columns(
+        pl.when(inside).then(step).otherwise(0.0).alias("_r2")
+    )
+    v = pl.col("_v")
+    common = [
+        v.first().alias("open"),
+        v.max().alias("high"),
+        v.min().alias("low"),
+        v.last().alias("close"),
+        pl.len().cast(pl.Int64).alias("tick_count"),
+        pl.col("_r2").sum().alias("realized_variance"),
+    ]
+    if trades:
+        aggs = [*common, pl.col("size").sum().alias("volume")]
+        finish: list[pl.Expr] = []
+    else:
+        bid, ask = pl.col("bid_price"), pl.col("ask_price")
+        prepared = prepared.with_columns(
+            (ask - bid).alias("_spread"),
+            (pl.col("bid_size").fill_null(0.0) + pl.col("ask_size").fill_null(0.0)).alias("_size"),
+            (pl.col("bid_size").is_not_null() | pl.col("ask_size").is_not_null()).alias("_sized"),
+        )
+        aggs = [
+            *common,
+            bid.first().alias("bid_open"),
+            bid.max().alias("bid_high"),
+            bid.min().alias("bid_low"),
+            bid.last().alias("bid_close"),
+            ask.first().alias("ask_open"),
+            ask.max().alias("ask_high"),
+            ask.min().alias("ask_low"),
+            ask.last().alias("ask_close"),
+            pl.col("_size").sum().alias("volume"),
+            pl.col("_sized").any().alias("_sized"),
+            pl.col("_spread").mean().alias("spread_mean"),
+            pl.col("_spread").max().alias("spread_max"),
+        ]
+        # volume is null when no tick of the bar carries a size (as in the generic path)
+        finish = [pl.when(pl.col("_sized")).then(pl.col("volume")).alias("volume")]
+    if presorted:
+        aggs.append(pl.col("instrument_id").first())
+    frame = (
+        prepared.group_by(*keys, maintain_order=True)
+        .agg(aggs)
+        .with_columns(
+            *finish,
+            pl.col("_w").alias("ts_event"),
+            (pl.col("_w") + length).alias("ts_close"),
+        )
+    )
+    return conform(frame, BARS)
+
+
 def time_bars(
     quotes_lf: pl.LazyFrame,
     *,
     every: str,
     spec: InstrumentSpec | None = None,
+    presorted: bool = False,
 ) -> pl.LazyFrame:
     """Aggregate ticks into time bars of length ``every``.
 
     Parameters
     ----------
     quotes_lf
-        QUOTES (or TRADES) rows, any order; extra columns (lineage) are ignored.
+        QUOTES (or TRADES) rows, any order; extra columns (lineage) are ignored. Ticks with equal
+        timestamps keep their input order (it decides a bar's open and close among them).
     every
         Any Polars duration string: ``"1s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"1w"``...
     spec
@@ -109,12 +221,26 @@ def time_bars(
         or longer are aligned on the instrument's trading day when a spec is given (they start at
         ``calendar.daily_roll`` in ``calendar.timezone``, DST-aware: an FX daily bar runs 17:00 to
         17:00 New York); without a spec they start at midnight UTC.
+    presorted
+        A promise that the rows hold one instrument sorted by ``ts_event`` (a store partition
+        is): fixed-length bars then skip the sort and the instrument key. Wrong results if the
+        promise does not hold.
 
     Returns
     -------
     pl.LazyFrame
         BARS schema, sorted by ``instrument_id, ts_event``; only windows that saw a tick.
+
+    Raises
+    ------
+    ValueError
+        ``every`` is not a positive duration.
     """
+    length = fixed_duration_ns(every)
+    trades = _is_trades(quotes_lf)
+    if length is not None:
+        canonical = conform(quotes_lf, TRADES if trades else QUOTES)
+        return _fixed_time_bars(canonical, length=length, trades=trades, presorted=presorted)
     quotes_lf, aggs = _canonical(quotes_lf)
     if spec is not None and _CALENDAR_UNIT.search(every):
         tz = spec.calendar.timezone
@@ -129,7 +255,7 @@ def time_bars(
     # sorting on time alone also orders each instrument's ticks (cheaper than a string key)
     frame = (
         quotes_lf.with_columns(window.alias("_window"))
-        .sort("ts_event")
+        .sort("ts_event", maintain_order=True)
         .group_by_dynamic(
             "_window",
             every=every,

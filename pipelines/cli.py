@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tz", help="override the vendor clock, e.g. UTC-05 or America/New_York")
     p.add_argument("--trailing", action="store_true", help="trailing (not centered) spike window")
     p.add_argument(
+        "--bars",
+        help="also build these bars in the same transaction, comma-separated lengths that "
+        "divide a day, e.g. 1m or 1m,5m,1h (each touched day is rebuilt in full)",
+    )
+    p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -148,6 +153,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         tz=args.tz,
         progress=_progress(args.progress),
         center=not args.trailing,
+        bars=[b.strip() for b in args.bars.split(",") if b.strip()] if args.bars else (),
     )
     summary = json.loads(report.read_text())
     reasons = ", ".join(f"{k}={v}" for k, v in summary["quarantined_by_reason"].items())
@@ -156,6 +162,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         f"stored ({summary['rows_new']} new), {summary['rows_quarantined']} quarantined"
         + (f" ({reasons})" if reasons else "")
         + f", {summary['rows_flagged']} flagged"
+        + (
+            f", {summary['tables']['bars']['rows_stored']} bars"
+            if "bars" in summary["tables"] and args.bars
+            else ""
+        )
     )
     print(report)
     return 0

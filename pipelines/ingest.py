@@ -29,7 +29,6 @@ histories into several ingests (each is atomic). Scans and bars run lazily / in 
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -57,7 +56,8 @@ from pipelines.store import (
     to_ns,
 )
 
-READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+# reading is part GIL-bound (zip members, Python glue): more threads than cores still helps
+READ_THREADS = max(4, min(8, 2 * (os.cpu_count() or 1)))
 
 
 def _materialize(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -150,6 +150,7 @@ def ingest(
     tz: str | None = None,
     progress: bool = False,
     center: bool = True,
+    bars: Sequence[str] = (),
 ) -> Path:
     """Read, clean and store vendor files of one instrument; return the JSON report's path.
 
@@ -171,6 +172,11 @@ def ingest(
         Show a tqdm progress bar on stderr.
     center : bool
         Centered (default) or trailing spike window.
+    bars : sequence of str
+        Intraday bar lengths that divide a day (``1m``, ``5m``, ``1h``...) to build in the same
+        transaction: for every date the ingest touches, the bars of that whole day are rebuilt
+        from the merged partition (old and new ticks) while it is in memory, and replace the
+        stored bars of that day and length. Same bars as :func:`build_bars` gives afterwards.
 
     Returns
     -------
@@ -194,18 +200,25 @@ def ingest(
         if path.resolve() in resolved:
             raise PipelineError("file given twice in one ingest", path=path)
         resolved.append(path.resolve())
-    clock = [time.perf_counter()]
+    for every in bars:
+        _day_divisor(every, flag="bars")
+    clock = [time.perf_counter(), time.process_time()]
     timings: dict[str, float] = {}
 
     def lap(name: str) -> None:
-        now = time.perf_counter()
+        # wall seconds per phase, and CPU seconds of the whole process (all threads)
+        now, cpu = time.perf_counter(), time.process_time()
         timings[name] = round(now - clock[0], 4)
-        clock[0] = now
+        timings[name.replace("_s", "_cpu_s")] = round(cpu - clock[1], 4)
+        clock[0], clock[1] = now, cpu
 
     started = clock[0]
     files = _read_all(resolved, fmt=fmt, spec=spec, column_map=column_map, tz=tz, progress=progress)
     lap("read_s")
     tables = sorted({table for _, table, _, _, _ in files})
+    if bars and tables != ["quotes"] and tables != ["trades"]:
+        message = f"bars: time bars are built from quotes or trades, this ingest holds {tables}"
+        raise PipelineError(message)
     per_table: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
     for table in tables:
         frames = [f for _, t, f, _, _ in files if t == table]
@@ -228,12 +241,20 @@ def ingest(
     lap("count_s")
     with store.transaction() as tx:
         for table, (kept, quarantine, flagged) in per_table.items():
-            summary = tx.write(table, kept, instrument_id=spec.instrument_id)
+            derive = _bar_deriver(spec, bars) if bars else None
+            summary = tx.write(table, kept, instrument_id=spec.instrument_id, derive=derive)
             report["tables"][table] = {
                 "rows_stored": summary.rows,
                 "rows_new": summary.rows_new,
                 "partitions": summary.partitions,
             }
+            for name, derived in summary.derived.items():
+                report["tables"][name] = {
+                    "rows_stored": derived.rows,
+                    "rows_new": derived.rows_new,
+                    "partitions": sorted(derived.partitions),
+                    "every": list(bars),
+                }
             report["rows_new"] += summary.rows_new
             for name, frame in (("quarantine", quarantine), ("flagged", flagged)):
                 summary = tx.write(name, frame, instrument_id=spec.instrument_id)
@@ -367,35 +388,44 @@ def _report(
     }
 
 
-_DURATION_PART = re.compile(r"(\d+)(ns|us|ms|s|m|h|d|w|mo|q|y|i)")
-_INTRADAY_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "ms": 1_000_000,
-    "s": 10**9,
-    "m": 60 * 10**9,
-    "h": 3600 * 10**9,
-}
-
-
-def _intraday_ns(every: str) -> int | None:
+def _intraday_ns(every: str, *, flag: str = "every") -> int | None:
     """Return the length of an intraday Polars duration in ns, None for calendar units.
 
     Raises
     ------
     PipelineError
-        ``every`` is not a Polars duration string.
+        ``every`` is not a positive Polars duration string.
     """
-    parts = _DURATION_PART.findall(every)
-    if not parts or "".join(n + u for n, u in parts) != every:
-        message = f"--every: {every!r} is not a duration such as 1m, 5m, 1h, 1d"
+    from pipelines.bars import fixed_duration_ns
+
+    try:
+        return fixed_duration_ns(every)
+    except ValueError as err:
+        raise PipelineError(f"--{flag}: {err}") from err
+
+
+def _day_divisor(every: str, *, flag: str) -> int:
+    """Return the length in ns of an intraday duration that divides a day, else raise."""
+    length = _intraday_ns(every, flag=flag)
+    if length is None or NS_PER_DAY % length:
+        message = (
+            f"--{flag}: {every!r} does not divide a day; build such bars with "
+            "`python -m pipelines bars` after the ingest"
+        )
         raise PipelineError(message)
-    if any(unit not in _INTRADAY_NS for _, unit in parts):
-        return None
-    total = sum(int(n) * _INTRADAY_NS[unit] for n, unit in parts)
-    if total <= 0:
-        raise PipelineError(f"--every: {every!r} must be positive")
-    return total
+    return length
+
+
+def _bar_deriver(spec: InstrumentSpec, every: Sequence[str]):
+    """Return a ``derive`` callback for ``Transaction.write``: a day's ticks -> that day's bars."""
+    from pipelines.bars import time_bars
+
+    def derive(date_text: str, ticks: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        lf = ticks.lazy().with_columns(pl.lit(spec.instrument_id).alias("instrument_id"))
+        frames = [time_bars(lf, every=e, spec=spec, presorted=True) for e in every]
+        return {"bars": pl.concat(frames).collect(engine="in-memory")}
+
+    return derive
 
 
 def build_bars(

@@ -7,6 +7,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from data_specs import BARS, load_spec
 from pipelines.bars import dollar_bars, tick_bars, time_bars, trade_bars, volume_bars
@@ -172,3 +173,58 @@ def test_one_minute_bars_match_lean_vendor_minute_bars_exactly(shared_data, vend
     assert n_bars > 10_000
     assert n_exact / n_bars == 1.0
     assert max_pips == 0.0
+
+
+def _naive_bars(frame: pl.DataFrame, length: int) -> dict[tuple[str, int], dict]:
+    """Time bars by a plain Python loop over ticks (the definition, for checking)."""
+    out: dict[tuple[str, int], dict] = {}
+    for row in frame.iter_rows(named=True):  # input order = time order within an instrument
+        key = (row["instrument_id"], row["ts_event"] // length * length)
+        mid = (row["bid_price"] + row["ask_price"]) / 2
+        bar = out.setdefault(
+            key, {"open": mid, "high": mid, "low": mid, "n": 0, "rv": 0.0, "spread": []}
+        )
+        if bar["n"]:
+            bar["rv"] += float(np.log(mid) - np.log(bar["close"])) ** 2
+        bar.update(close=mid, high=max(bar["high"], mid), low=min(bar["low"], mid))
+        bar["n"] += 1
+        bar["spread"].append(row["ask_price"] - row["bid_price"])
+    return out
+
+
+@pytest.mark.parametrize("every,length", [("1m", 60 * NS), ("7m", 420 * NS), ("90s", 90 * NS)])
+def test_fixed_length_bars_match_a_plain_loop_with_ties_and_two_instruments(every, length):
+    rng = np.random.default_rng(7)
+    n = 3000
+    ts = np.sort(rng.integers(0, 4 * 3600, n)) * NS + T0  # whole seconds: many equal stamps
+    mid = 1.1 + np.cumsum(rng.normal(0, 1e-4, n))
+    frame = pl.DataFrame(
+        {
+            "instrument_id": rng.choice(["A", "B"], n).tolist(),
+            "ts_event": ts,
+            "bid_price": mid - 1e-5,
+            "ask_price": mid + rng.uniform(1e-5, 3e-5, n),
+        }
+    )
+    bars = time_bars(frame.lazy(), every=every).collect()
+    want = _naive_bars(frame.sort("instrument_id", maintain_order=True), length)
+    assert bars.height == len(want)
+    for row in bars.iter_rows(named=True):
+        bar = want[(row["instrument_id"], row["ts_event"])]
+        assert row["ts_close"] - row["ts_event"] == length
+        assert row["tick_count"] == bar["n"]
+        assert (row["open"], row["close"]) == pytest.approx((bar["open"], bar["close"]), abs=1e-15)
+        assert (row["high"], row["low"]) == pytest.approx((bar["high"], bar["low"]), abs=1e-15)
+        assert row["realized_variance"] == pytest.approx(bar["rv"], rel=1e-9, abs=1e-20)
+        assert row["spread_mean"] == pytest.approx(np.mean(bar["spread"]), rel=1e-12)
+    # one instrument, already sorted: the presorted shortcut gives the same bars
+    one = frame.filter(pl.col("instrument_id") == "A")
+    fast = time_bars(one.lazy(), every=every, presorted=True).collect()
+    assert_frame_equal(fast, time_bars(one.lazy(), every=every).collect(), rel_tol=1e-12)
+
+
+def test_time_bars_refuse_a_bad_duration():
+    lf = _quotes([0, 1], [1.0, 1.0], [1.1, 1.1])
+    for every in ("1x", "0m", "5i"):
+        with pytest.raises(ValueError, match=every):
+            time_bars(lf, every=every)

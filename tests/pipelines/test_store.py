@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
+from polars.testing import assert_frame_equal
 
-from data_specs import QUOTES
+import pipelines.store as store_module
+from data_specs import LINEAGE, QUOTES
 from pipelines.errors import PipelineError
 from pipelines.store import NS_PER_DAY, PAUSE_ENV, STAGING, Store
 
@@ -244,3 +247,44 @@ def test_quarantine_rows_without_a_timestamp_go_to_date_none(tmp_path):
     assert ranged["reason"].to_list() == ["crossed_quote"]
     store.write("quarantine", rows, instrument_id="EURUSD")  # idempotent, nulls included
     assert store.scan("quarantine", "EURUSD").collect().height == 2
+
+
+def test_sorted_and_unsorted_rows_land_in_the_same_partitions(tmp_path):
+    sorted_rows = quote_frame([0, 1, 3], per_day=4)  # a gap day (2) between partitions
+    shuffled = sorted_rows.sample(fraction=1.0, shuffle=True, seed=3)
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    assert [p.name for p in a.write("quotes", sorted_rows, instrument_id="EURUSD")] == [
+        "date=2014-05-01",
+        "date=2014-05-02",
+        "date=2014-05-04",
+    ]
+    b.write("quotes", shuffled, instrument_id="EURUSD")
+    for day in ("2014-05-01", "2014-05-02", "2014-05-04"):
+        got = a.scan("quotes", "EURUSD", start=day, end=f"{day}T23:59:59.999999").collect()
+        want = b.scan("quotes", "EURUSD", start=day, end=f"{day}T23:59:59.999999").collect()
+        assert got.height == 4 and got.equals(want)
+
+
+def test_partition_files_round_trip_every_type_and_null(tmp_path):
+    frame = quote_frame([0], per_day=6).with_columns(
+        pl.Series("bid_size", [None, 1.5, None, 2.0, float("nan"), 0.0]),
+        pl.Series("source_line", [1, None, 3, 4, 5, 6]),
+    )
+    store = Store(tmp_path)
+    store.write("quotes", frame, instrument_id="EURUSD")
+    back = store.scan("quotes", "EURUSD", lineage=True).collect()
+    assert back.schema == pl.Schema({**QUOTES, **LINEAGE})
+    assert_frame_equal(back, frame.cast(dict(back.schema)))
+    files = list(tmp_path.rglob("part-*.parquet"))
+    encodings = pq.ParquetFile(files[0]).metadata.row_group(0).column(0).encodings
+    assert "DELTA_BINARY_PACKED" in encodings  # ts_event
+
+
+def test_commit_without_syncfs_falls_back_to_fsync_per_file(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(store_module, "_LIBC", None)
+    monkeypatch.setattr(store_module, "_fsync_all", lambda paths: calls.append(list(paths)))
+    Store(tmp_path).write("quotes", quote_frame([0, 1]), instrument_id="EURUSD")
+    staged = [p for p in calls[0] if p.suffix == ".parquet"]
+    assert len(staged) == 2  # both staged partition files were made durable before the journal
+    assert len(calls) == 2  # staged files + folders, then the final folders after the renames

@@ -110,6 +110,8 @@ def test_planted_energy_ranks_volatility_and_shuffled_energy_does_not():
     planted = rank_correlation(energy, vol, groups=fold, n_boot=300, n_perm=200)
     assert planted["spearman"] > 0.3 and planted["ci_low"] > 0
     assert not planted["ci_includes_zero"] and planted["p_value"] < 0.05
+    assert set(planted["per_group"]) == {"0", "1", "2"}
+    assert min(planted["per_group"].values()) > 0.1  # in every fold, not only pooled
     shuffled = np.random.default_rng(4).permutation(energy)
     null = rank_correlation(shuffled, vol, groups=fold, n_boot=300, n_perm=200)
     assert null["ci_includes_zero"] and null["ci_low"] < 0 < null["ci_high"]
