@@ -246,7 +246,7 @@ def rank_correlation(
     dict
         ``spearman``, ``ci_low``, ``ci_high``, ``ci_includes_zero``, ``null_low``,
         ``null_high`` (the null's central ``1 - alpha`` range), ``p_value`` (two-sided,
-        permutation), ``n``.
+        permutation), ``n``, ``per_group`` (the point estimate within each group).
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     groups = np.zeros(len(x)) if groups is None else np.asarray(groups)
@@ -256,7 +256,7 @@ def rank_correlation(
     if len(x) < 3:
         nan = math.nan
         out.update(spearman=nan, ci_low=nan, ci_high=nan, ci_includes_zero=True)
-        return {**out, "null_low": nan, "null_high": nan, "p_value": nan}
+        return {**out, "null_low": nan, "null_high": nan, "p_value": nan, "per_group": {}}
     u, v = _within_group_percentile(x, groups), _within_group_percentile(y, groups)
     point = float(_spearman_rows(u[None], v[None])[0])
     boot = block_bootstrap(_spearman_rows, (u, v), n_boot=n_boot, block=block, seed=seed)
@@ -274,6 +274,10 @@ def rank_correlation(
     out.update(spearman=point, ci_low=low, ci_high=high)
     out["ci_includes_zero"] = bool(not (low > 0 or high < 0))
     out.update(null_low=null_low, null_high=null_high, p_value=(1 + extreme) / (1 + n_perm))
+    out["per_group"] = {
+        str(g): float(_spearman_rows(u[None, groups == g], v[None, groups == g])[0])
+        for g in np.unique(groups)
+    }
     return out
 
 
@@ -683,7 +687,7 @@ _STRATEGY_COLUMNS = (
     "regime sharpe sharpe_ci_low sharpe_ci_high "
     "annual_return annual_return_ci_low annual_return_ci_high"
 ).split()
-_CORRELATION_COLUMNS = "target spearman ci_low ci_high null_low null_high p_value n".split()
+_CORRELATION_COLUMNS = "target spearman ci_low ci_high null_low null_high p_value n by_fold".split()
 
 
 def correlation_verdict(name: str, c: dict) -> str:
@@ -726,6 +730,12 @@ def render(numbers: dict, images: dict[str, dict[str, str]]) -> str:
     ]
     if numbers["synthetic"]:
         parts.append("<p><b>SYNTHETIC DATA: these forecasts were made on synthetic bars.</b></p>")
+    if numbers.get("run_has_backtest_json"):
+        parts.append(
+            "<p>The run folder's backtest.json scores energy regimes cut at full-sample"
+            " quantiles (look-ahead); every per-regime number on this page uses the causal"
+            " labels instead.</p>"
+        )
     for model, m in numbers["models"].items():
         parts.append(f"<h2>model {esc(model)}</h2>")
         parts.append(
@@ -743,7 +753,10 @@ def render(numbers: dict, images: dict[str, dict[str, str]]) -> str:
                 "horizon), so those two rows are the same test; the forward volatility over "
                 f"{cfg['vol_window']} bars is the less noisy target.</p>"
             )
-        rows = [{"target": k, **v} for k, v in m["correlations"].items()]
+        rows = [
+            {"target": k, **v, "by_fold": _by_fold(v["per_group"])}
+            for k, v in m["correlations"].items()
+        ]
         parts.append(html_table(rows, _CORRELATION_COLUMNS))
         parts.append("<h3>Per regime (causal labels)</h3>")
         parts.append(html_table(m["regimes"], _REGIME_COLUMNS))
@@ -787,6 +800,10 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}img{{max-width:10
 """
 
 
+def _by_fold(per_group: dict) -> str:
+    return " ".join(f"{g}:{r:+.3f}" for g, r in per_group.items())
+
+
 def build(
     forecasts: pl.DataFrame,
     bars: pl.DataFrame,
@@ -796,6 +813,7 @@ def build(
     config: DashboardConfig,
     run: str = "",
     where: str = "forecasts",
+    run_has_backtest_json: bool = False,
 ) -> tuple[dict, str]:
     """Return the dashboard's numbers (JSON content) and its HTML for ``models``."""
     from strategies.report import figure_png
@@ -810,6 +828,7 @@ def build(
         "instrument_id": spec.instrument_id,
         "synthetic": synthetic,
         "config": asdict(config),
+        "run_has_backtest_json": run_has_backtest_json,
         "models": {},
     }
     images: dict[str, dict[str, str]] = {}
@@ -927,6 +946,8 @@ def _run_cli(args: argparse.Namespace) -> tuple[dict, str, Path]:
         if bad:
             raise DashboardInputError(message)
     html_path = args.out or run / "dashboard.html"
+    if html_path.is_dir():
+        html_path = html_path / "dashboard.html"
     if not html_path.parent.is_dir():
         raise DashboardInputError(f"--out {html_path}: folder {html_path.parent} not found")
     path = run / "forecasts.parquet"
@@ -967,7 +988,14 @@ def _run_cli(args: argparse.Namespace) -> tuple[dict, str, Path]:
         strategy=args.strategy,
     )
     numbers, page = build(
-        forecasts, bars, spec, models=models, config=config, run=str(run), where=str(path)
+        forecasts,
+        bars,
+        spec,
+        models=models,
+        config=config,
+        run=str(run),
+        where=str(path),
+        run_has_backtest_json=(run / "backtest.json").is_file(),
     )
     return numbers, page, html_path
 
