@@ -68,9 +68,9 @@ def job_pipeline(files: list[Path], work: Path) -> dict[str, Any]:
     from pipelines.ingest import build_bars, ingest
 
     spec = load_spec("EURUSD")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     path = ingest(files, fmt="lean", spec=spec, store=work / "store", bars=["1m"])
-    done = time.perf_counter()
+    done, cpu = time.perf_counter(), time.process_time() - cpu
     report = json.loads(path.read_text())
     rebuilt = build_bars(work / "store", spec=spec, every="1m")
     separately = time.perf_counter() - done
@@ -79,6 +79,7 @@ def job_pipeline(files: list[Path], work: Path) -> dict[str, Any]:
     return {
         "ticks": report["rows_in"],
         "seconds": done - start,
+        "cpu_s": cpu,  # the timed window only (not the separate rebuild below)
         "rows_stored": report["rows_stored"],
         "rows_quarantined": report["rows_quarantined"],
         "bars": report["tables"]["bars"]["rows_stored"],
@@ -187,7 +188,7 @@ def _child(name: str, data: str | None, repeat: int) -> None:
         with tempfile.TemporaryDirectory(prefix=f"hamfin-bench-{name}-") as tmp:
             cpu = time.process_time()
             result = JOBS[name](files, Path(tmp))
-            result["cpu_s"] = time.process_time() - cpu
+            result.setdefault("cpu_s", time.process_time() - cpu)
         if best is None or result["seconds"] < best["seconds"]:
             best = result
     print(json.dumps(best))

@@ -202,13 +202,21 @@ def row_reasons(lf: pl.LazyFrame, *, table: str, spec: InstrumentSpec) -> pl.Laz
     if table == "quotes":
         policy, flag = quote_policy(spec)
         chain = chain.when(policy.is_not_null()).then(policy)
+    # the row faults and the file-order test are separate columns first, so that Polars
+    # computes them in parallel; then the first reason that applies wins
     reason = (
         pl.when(pl.col("ts_event").is_null())
         .then(_code("missing_timestamp"))
-        .otherwise(chain.when(_out_of_order()).then(_code("out_of_order")))
+        .otherwise(pl.coalesce(pl.col("_row"), pl.col("_order")))
     )
-    return lf.with_columns(reason.alias(_REASON)).with_columns(
-        pl.when(pl.col(_REASON).is_null()).then(flag).alias(_FLAG)
+    return (
+        lf.with_columns(
+            chain.alias("_row"),
+            pl.when(_out_of_order()).then(_code("out_of_order")).alias("_order"),
+        )
+        .with_columns(reason.alias(_REASON))
+        .with_columns(pl.when(pl.col(_REASON).is_null()).then(flag).alias(_FLAG))
+        .drop("_row", "_order")
     )
 
 
@@ -286,14 +294,16 @@ def spike_reasons(
     left = window // 2 if center else window - 1
     right = window - 1 - left
     x, n = pl.col("_x"), pl.len()
-    window_range = x.rolling_max(window, min_samples=1, center=center) - x.rolling_min(
-        window, min_samples=1, center=center
-    )
     # |x_k - median| <= max - min over the window: only wide windows can hold a spike
+    # (rolling max and min as two columns: Polars computes them in parallel)
     base = checkpoint(
-        lf.with_columns(value.alias("_x")).with_columns(
-            (window_range > threshold * (1 - 1e-9)).alias("_wide")
+        lf.with_columns(value.alias("_x"))
+        .with_columns(
+            x.rolling_max(window, min_samples=1, center=center).alias("_hi"),
+            x.rolling_min(window, min_samples=1, center=center).alias("_lo"),
         )
+        .with_columns((pl.col("_hi") - pl.col("_lo") > threshold * (1 - 1e-9)).alias("_wide"))
+        .drop("_hi", "_lo")
     )
     # The suspects' exact windows, gathered without a join: one row of ``window`` positions per
     # suspect (null where the window runs past either end of the batch), then per-row median

@@ -61,8 +61,17 @@ READ_THREADS = max(4, min(8, 2 * (os.cpu_count() or 1)))
 
 
 def _materialize(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Cleaning checkpoint for one in-memory pass: compute each branch point once."""
-    return lf.collect(engine="in-memory").lazy()
+    """Cleaning checkpoint for one in-memory pass: compute each branch point once.
+
+    A ``ts_event`` column found in time order is marked sorted, so that the cleaning's
+    ``sort("ts_event")`` (and later slicing by day) costs nothing for vendor files that are
+    already in time order, the common case; the check is one linear pass.
+    """
+    df = lf.collect(engine="in-memory")
+    if "ts_event" in df.columns and df.height and df["ts_event"].null_count() == 0:
+        if df["ts_event"].is_sorted():
+            df = df.with_columns(pl.col("ts_event").set_sorted())
+    return df.lazy()
 
 
 def _read_all(
@@ -224,7 +233,7 @@ def ingest(
         frames = [f for _, t, f, _, _ in files if t == table]
         reader_rejects = [r for _, t, _, r, _ in files if t == table]
         cleaned = clean(
-            pl.concat(frames, rechunk=True).lazy(),
+            pl.concat(frames, rechunk=False).lazy(),  # no copy: cleaning makes new columns
             table=table,
             spec=spec,
             center=center,
@@ -239,8 +248,17 @@ def ingest(
     lap("clean_s")
     report = _report(files, per_table, fmt=fmt, spec=spec, store=store, center=center)
     lap("count_s")
-    with store.transaction() as tx:
+    with store.transaction() as tx, ThreadPoolExecutor(max_workers=1) as side:
         for table, (kept, quarantine, flagged) in per_table.items():
+            # the rejects go to other tables (other partition files): stage them alongside
+            rejects = side.submit(
+                lambda q, f: [
+                    (name, tx.write(name, frame, instrument_id=spec.instrument_id))
+                    for name, frame in (("quarantine", q), ("flagged", f))
+                ],
+                quarantine,
+                flagged,
+            )
             derive = _bar_deriver(spec, bars) if bars else None
             summary = tx.write(table, kept, instrument_id=spec.instrument_id, derive=derive)
             report["tables"][table] = {
@@ -256,8 +274,7 @@ def ingest(
                     "every": list(bars),
                 }
             report["rows_new"] += summary.rows_new
-            for name, frame in (("quarantine", quarantine), ("flagged", flagged)):
-                summary = tx.write(name, frame, instrument_id=spec.instrument_id)
+            for name, summary in rejects.result():
                 entry = report["tables"].setdefault(
                     name, {"rows_stored": 0, "rows_new": 0, "partitions": []}
                 )
