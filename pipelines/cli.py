@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tz", help="override the vendor clock, e.g. UTC-05 or America/New_York")
     p.add_argument("--trailing", action="store_true", help="trailing (not centered) spike window")
     p.add_argument(
+        "--contract",
+        help="futures files with several contracts (lean, lean-bars, databento): YYYYMM or "
+        "symbol, or 'all' (default: the most active contract of each file)",
+    )
+    p.add_argument(
         "--bars",
         help="also build these bars in the same transaction, comma-separated lengths that "
         "divide a day, e.g. 1m or 1m,5m,1h (each touched day is rebuilt in full)",
@@ -154,6 +159,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         progress=_progress(args.progress),
         center=not args.trailing,
         bars=[b.strip() for b in args.bars.split(",") if b.strip()] if args.bars else (),
+        contract=args.contract,
     )
     summary = json.loads(report.read_text())
     reasons = ", ".join(f"{k}={v}" for k, v in summary["quarantined_by_reason"].items())

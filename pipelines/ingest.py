@@ -82,11 +82,14 @@ def _read_all(
     column_map: dict[str, Any] | None,
     tz: str | None,
     progress: bool,
+    contract: str | None = None,
 ) -> list[tuple[Path, str, pl.DataFrame, pl.DataFrame, int]]:
     """Read and validate every file; return (path, table, frame, rejects, rows_in) each."""
     options: dict[str, Any] = {"column_map": column_map}
     if tz is not None:
         options["tz"] = tz
+    if contract is not None:
+        options["contract"] = contract
 
     def load(path: Path) -> tuple[Path, str, pl.DataFrame, pl.DataFrame, int]:
         result = read(path, fmt=fmt, spec=spec, **options)
@@ -160,6 +163,7 @@ def ingest(
     progress: bool = False,
     center: bool = True,
     bars: Sequence[str] = (),
+    contract: str | None = None,
 ) -> Path:
     """Read, clean and store vendor files of one instrument; return the JSON report's path.
 
@@ -186,6 +190,10 @@ def ingest(
         transaction: for every date the ingest touches, the bars of that whole day are rebuilt
         from the merged partition (old and new ticks) while it is in memory, and replace the
         stored bars of that day and length. Same bars as :func:`build_bars` gives afterwards.
+    contract : str, optional
+        Futures files holding several contracts (LEAN, Databento): ``None`` reads the most
+        active one per file, ``"all"`` every one, else that contract (``YYYYMM`` for LEAN, the
+        symbol for Databento); a file without it fails the ingest.
 
     Returns
     -------
@@ -222,7 +230,15 @@ def ingest(
         clock[0], clock[1] = now, cpu
 
     started = clock[0]
-    files = _read_all(resolved, fmt=fmt, spec=spec, column_map=column_map, tz=tz, progress=progress)
+    files = _read_all(
+        resolved,
+        fmt=fmt,
+        spec=spec,
+        column_map=column_map,
+        tz=tz,
+        progress=progress,
+        contract=contract,
+    )
     lap("read_s")
     tables = sorted({table for _, table, _, _, _ in files})
     if bars and tables != ["quotes"] and tables != ["trades"]:

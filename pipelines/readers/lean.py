@@ -121,14 +121,14 @@ def choose_contracts(
     ``contract=None`` picks the contract with the most bytes (the most active one), ``"all"``
     reads every member, ``"YYYYMM"`` that contract only.
     """
-    if len(members) == 1 or contract == "all":
+    if contract == "all" or (contract is None and len(members) == 1):
         return members, 0
     if contract is None:
         chosen = [max(members, key=lambda m: len(m.data))]
-    else:
+    else:  # a named contract must be there, also when the zip holds a single member
         chosen = [m for m in members if m.contract == contract]
         if not chosen:
-            have = ", ".join(sorted(str(m.contract) for m in members))
+            have = ", ".join(sorted(str(m.contract) for m in members if m.contract)) or "none"
             message = f"no member for contract {contract} (have {have})"
             raise PipelineError(message, path=path)
     kept = {id(m) for m in chosen}

@@ -171,3 +171,16 @@ def test_csv_ingest_takes_a_column_map_in_either_form(tmp_path, shared_data, cap
     assert [r["rows_new"] for r in reports] == [1000, 0]
     assert main([*base, "--column-map", "{bad", path]) == 2
     assert "--column-map: not valid JSON" in capsys.readouterr().err
+
+
+def test_ingest_contract_flag_reaches_the_reader(tmp_path, shared_data):
+    path = shared_data / "quantconnect-lean/future/cme/minute/es/20131007_trade.zip"
+    store = tmp_path / "store"
+    base = ["ingest", "--store", str(store), "--instrument", "ES", "--format", "lean-bars"]
+    wrong = cli(*base, "--contract", "209912", str(path))
+    assert wrong.returncode == 2 and "no member for contract 209912" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1 and not store.exists()
+    june = cli(*base, "--contract", "201406", str(path))
+    assert june.returncode == 0, june.stderr
+    summary = json.loads(Path(june.stdout.strip().splitlines()[-1]).read_text())
+    assert summary["rows_stored"] > 0

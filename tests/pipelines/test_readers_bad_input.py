@@ -408,3 +408,19 @@ def test_truncated_gzip_raises(tmp_path):
     with pytest.raises(PipelineError, match="corrupt gzip") as info:
         read(path, fmt="dukascopy", spec=EURUSD)
     assert str(path) in str(info.value)
+
+
+def test_lean_contract_option_is_checked_in_a_single_member_zip(shared_data, tmp_path):
+    source = shared_data / "quantconnect-lean/future/cme/minute/es/20131007_trade.zip"
+    member = "20131007_es_minute_trade_201406.csv"
+    with zipfile.ZipFile(source) as archive:
+        data = archive.read(member)
+    path = tmp_path / "future" / "cme" / "minute" / "es" / "20131007_trade.zip"  # LEAN layout
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member, data)
+    spec = load_spec("ES")
+    assert read(path, fmt="lean-bars", spec=spec, contract="201406").rows_in > 0
+    assert read(path, fmt="lean-bars", spec=spec).rows_in > 0  # the only contract
+    with pytest.raises(PipelineError, match=r"no member for contract 201403 \(have 201406\)"):
+        read(path, fmt="lean-bars", spec=spec, contract="201403")
