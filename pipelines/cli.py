@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         "symbol, or 'all' (default: the most active contract of each file)",
     )
     p.add_argument(
+        "--batch-mb",
+        type=float,
+        default=None,
+        help="memory bound: clean files in batches of about this many MB of decompressed input "
+        "(default 128; one transaction either way)",
+    )
+    p.add_argument(
         "--bars",
         help="also build these bars in the same transaction, comma-separated lengths that "
         "divide a day, e.g. 1m or 1m,5m,1h (each touched day is rebuilt in full)",
@@ -160,6 +167,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         center=not args.trailing,
         bars=[b.strip() for b in args.bars.split(",") if b.strip()] if args.bars else (),
         contract=args.contract,
+        **({} if args.batch_mb is None else {"batch_mb": args.batch_mb}),
     )
     summary = json.loads(report.read_text())
     reasons = ", ".join(f"{k}={v}" for k, v in summary["quarantined_by_reason"].items())

@@ -1,12 +1,14 @@
 """Ingest vendor files into the store: read -> validate -> clean -> one atomic write -> report.
 
-Every file is read and validated before anything is written: a file that cannot be read
-(``PipelineError`` from its reader) or that fails validation (another instrument, wrong schema,
-reader bookkeeping) fails the whole ingest with one line naming the file, and the store is left
-exactly as it was. Then all files of one table are cleaned together (``pipelines.clean``: the
-batch in the order of ``paths``, so duplicates across files are caught), and the kept rows,
-the quarantine (reader rejects + cleaning rejects) and the flagged rows are written in one
-store transaction together with the JSON report.
+Files are taken in batches of about ``batch_mb`` MB of decompressed input (default 128 MB, one
+batch for most jobs), so memory stays bounded however many files one ingest is given. Each
+batch is read and validated, its files of one table are cleaned together (``pipelines.clean``:
+in the order of ``paths``, so duplicates across files are caught), and its kept rows, quarantine
+(reader rejects + cleaning rejects) and flagged rows are staged; everything is committed in ONE
+store transaction at the end, with the JSON report. A file that cannot be read (``PipelineError``
+from its reader) or that fails validation (another instrument, wrong schema, reader
+bookkeeping) fails the whole ingest with one line naming the file, and the store is left
+exactly as it was, whichever batch it is in.
 
 Accounting, checked before the commit (an internal error otherwise):
 ``rows_in == rows_stored + rows_quarantined`` per file and in total, where ``rows_in`` is the
@@ -21,9 +23,9 @@ The JSON report (``<store>/_reports/<txid>-<instrument_id>.json``) holds ``inges
 ``tables`` (rows stored/new and partitions touched per table), ``cleaning`` (the policy used),
 ``seconds`` and per-phase ``timings``.
 
-Memory: one ingest holds its batch in memory (peak RSS about 410 MB for the 1.14M FXCM ticks of the
-benchmark, i.e. a few hundred bytes per tick); split very large
-histories into several ingests (each is atomic). Scans and bars run lazily / in day chunks.
+Memory: one batch is in memory at a time (peak RSS about 550 MB for the 1.14M FXCM ticks of the
+benchmark, 30 MB of text: a few hundred bytes per tick); ``batch_mb`` bounds it. The report
+also lists ``batches`` (files per batch). Scans and bars run lazily / in day chunks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
@@ -58,6 +61,7 @@ from pipelines.store import (
 
 # reading is part GIL-bound (zip members, Python glue): more threads than cores still helps
 READ_THREADS = max(4, min(8, 2 * (os.cpu_count() or 1)))
+DEFAULT_BATCH_MB = 128.0  # decompressed input per batch: about 5M FX ticks, 2-3 GB peak
 
 
 def _materialize(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -164,6 +168,7 @@ def ingest(
     center: bool = True,
     bars: Sequence[str] = (),
     contract: str | None = None,
+    batch_mb: float | None = DEFAULT_BATCH_MB,
 ) -> Path:
     """Read, clean and store vendor files of one instrument; return the JSON report's path.
 
@@ -194,6 +199,12 @@ def ingest(
         Futures files holding several contracts (LEAN, Databento): ``None`` reads the most
         active one per file, ``"all"`` every one, else that contract (``YYYYMM`` for LEAN, the
         symbol for Databento); a file without it fails the ingest.
+    batch_mb : float or None
+        Memory bound: files are read and cleaned in batches of about this many MB of
+        decompressed input (peak memory is roughly 15-20x that), all in one transaction.
+        ``None`` cleans every file in one batch. Across batches, a row equal to one stored by an
+        earlier batch is not stored twice (the store merges by key) and counts as stored, not
+        as a ``duplicate``; spike windows stop at batch edges, as they do between two ingests.
 
     Returns
     -------
@@ -225,26 +236,92 @@ def ingest(
     def lap(name: str) -> None:
         # wall seconds per phase, and CPU seconds of the whole process (all threads)
         now, cpu = time.perf_counter(), time.process_time()
-        timings[name] = round(now - clock[0], 4)
-        timings[name.replace("_s", "_cpu_s")] = round(cpu - clock[1], 4)
+        # summed over batches
+        timings[name] = round(timings.get(name, 0.0) + now - clock[0], 4)
+        cpu_name = name.replace("_s", "_cpu_s")
+        timings[cpu_name] = round(timings.get(cpu_name, 0.0) + cpu - clock[1], 4)
         clock[0], clock[1] = now, cpu
 
     started = clock[0]
-    files = _read_all(
-        resolved,
-        fmt=fmt,
-        spec=spec,
-        column_map=column_map,
-        tz=tz,
-        progress=progress,
-        contract=contract,
-    )
-    lap("read_s")
+    batches = _batches(resolved, batch_mb)
+    total: dict[str, Any] | None = None
+    derived_rows: dict[str, dict[str, int]] = {}  # derived table -> partition -> rows (last wins)
+
+    def prepare(number: int, batch: list[Path]):
+        if progress and len(batches) > 1:
+            print(f"batch {number}/{len(batches)}: {len(batch)} files", file=sys.stderr)
+        files = _read_all(
+            batch,
+            fmt=fmt,
+            spec=spec,
+            column_map=column_map,
+            tz=tz,
+            progress=progress,
+            contract=contract,
+        )
+        lap("read_s")
+        per_table = _clean_batch(files, spec=spec, center=center, bars=bars)
+        lap("clean_s")
+        report = _report(files, per_table, fmt=fmt, spec=spec, store=store, center=center)
+        lap("count_s")
+        return per_table, report
+
+    # the first batch is read and cleaned before the store is touched: an ingest that fails
+    # there (most bad input) leaves no trace at all, not even an empty store folder
+    first: Any = prepare(1, batches[0])
+    with store.transaction() as tx, ThreadPoolExecutor(max_workers=1) as side:
+        for number, batch in enumerate(batches, start=1):
+            per_table, report = first if number == 1 else prepare(number, batch)
+            first = None
+            for table, (kept, quarantine, flagged) in per_table.items():
+                # the rejects go to other tables (other partition files): stage them alongside
+                rejects = side.submit(
+                    lambda q, f: [
+                        (name, tx.write(name, frame, instrument_id=spec.instrument_id))
+                        for name, frame in (("quarantine", q), ("flagged", f))
+                    ],
+                    quarantine,
+                    flagged,
+                )
+                derive = _bar_deriver(spec, bars) if bars else None
+                summary = tx.write(table, kept, instrument_id=spec.instrument_id, derive=derive)
+                _add_table(report, table, summary)
+                report["rows_new"] += summary.rows_new
+                for name, derived in summary.derived.items():
+                    _add_table(report, name, derived)
+                    derived_rows.setdefault(name, {}).update(derived.rows_by_partition)
+                for name, written in rejects.result():
+                    _add_table(report, name, written)
+            del per_table, kept, quarantine, flagged  # free the batch before the next one
+            lap("stage_s")
+            total = report if total is None else _combine(total, report)
+        assert total is not None  # at least one batch: paths is not empty
+        for name, by_partition in derived_rows.items():
+            # a day rebuilt in two batches counts its final bars once
+            total["tables"][name]["rows_stored"] = sum(by_partition.values())
+            total["tables"][name]["every"] = list(bars)
+        total["rows_already_stored"] = total["rows_stored"] - total["rows_new"]
+        total["ingest_id"] = tx.txid
+        total["batches"] = [len(batch) for batch in batches]
+        total["seconds"] = round(time.perf_counter() - started, 3)  # before the commit
+        total["timings"] = timings
+        path = tx.write_report(total, instrument_id=spec.instrument_id)
+    return path
+
+
+def _clean_batch(
+    files: list[tuple[Path, str, pl.DataFrame, pl.DataFrame, int]],
+    *,
+    spec: InstrumentSpec,
+    center: bool,
+    bars: Sequence[str],
+) -> dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]]:
+    """Clean one batch's files together, per table: ``{table: (kept, quarantine, flagged)}``."""
     tables = sorted({table for _, table, _, _, _ in files})
     if bars and tables != ["quotes"] and tables != ["trades"]:
         message = f"bars: time bars are built from quotes or trades, this ingest holds {tables}"
         raise PipelineError(message)
-    per_table: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]] = {}
+    per_table = {}
     for table in tables:
         frames = [f for _, t, f, _, _ in files if t == table]
         reader_rejects = [r for _, t, _, r, _ in files if t == table]
@@ -260,50 +337,75 @@ def ingest(
         )
         quarantine = pl.concat([*reader_rejects, rejected], how="vertical")
         per_table[table] = (kept, quarantine, flagged)
+    return per_table
 
-    lap("clean_s")
-    report = _report(files, per_table, fmt=fmt, spec=spec, store=store, center=center)
-    lap("count_s")
-    with store.transaction() as tx, ThreadPoolExecutor(max_workers=1) as side:
-        for table, (kept, quarantine, flagged) in per_table.items():
-            # the rejects go to other tables (other partition files): stage them alongside
-            rejects = side.submit(
-                lambda q, f: [
-                    (name, tx.write(name, frame, instrument_id=spec.instrument_id))
-                    for name, frame in (("quarantine", q), ("flagged", f))
-                ],
-                quarantine,
-                flagged,
-            )
-            derive = _bar_deriver(spec, bars) if bars else None
-            summary = tx.write(table, kept, instrument_id=spec.instrument_id, derive=derive)
-            report["tables"][table] = {
-                "rows_stored": summary.rows,
-                "rows_new": summary.rows_new,
-                "partitions": summary.partitions,
-            }
-            for name, derived in summary.derived.items():
-                report["tables"][name] = {
-                    "rows_stored": derived.rows,
-                    "rows_new": derived.rows_new,
-                    "partitions": sorted(derived.partitions),
-                    "every": list(bars),
-                }
-            report["rows_new"] += summary.rows_new
-            for name, summary in rejects.result():
-                entry = report["tables"].setdefault(
-                    name, {"rows_stored": 0, "rows_new": 0, "partitions": []}
-                )
-                entry["rows_stored"] += summary.rows
-                entry["rows_new"] += summary.rows_new
-                entry["partitions"] = sorted(set(entry["partitions"]) | set(summary.partitions))
-        report["rows_already_stored"] = report["rows_stored"] - report["rows_new"]
-        report["ingest_id"] = tx.txid
-        lap("stage_s")
-        report["seconds"] = round(time.perf_counter() - started, 3)  # before the commit
-        report["timings"] = timings
-        path = tx.write_report(report, instrument_id=spec.instrument_id)
-    return path
+
+# compressed formats other than zip (whose members list their size): a rough expansion factor
+_EXPANSION = {".gz": 6, ".zst": 6, ".bi5": 6, ".xz": 6, ".lzma": 6}
+
+
+def _text_bytes(path: Path) -> int:
+    """Estimate the decompressed size of a vendor file (exact for zips)."""
+    if path.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError):
+            pass  # the reader will name the problem
+    return path.stat().st_size * _EXPANSION.get(path.suffix.lower(), 1)
+
+
+def _batches(paths: list[Path], batch_mb: float | None) -> list[list[Path]]:
+    """Cut ``paths`` (in order) into batches of about ``batch_mb`` MB of decompressed input."""
+    if batch_mb is None:
+        return [paths]
+    if not batch_mb > 0:
+        raise PipelineError(f"--batch-mb: must be positive, got {batch_mb}")
+    limit = batch_mb * 2**20
+    batches: list[list[Path]] = [[]]
+    size = 0.0
+    for path in paths:
+        n = _text_bytes(path)
+        if batches[-1] and size + n > limit:
+            batches.append([])
+            size = 0.0
+        batches[-1].append(path)
+        size += n
+    return batches
+
+
+def _add_table(report: dict[str, Any], name: str, summary: WriteSummary) -> None:
+    entry = report["tables"].setdefault(name, {"rows_stored": 0, "rows_new": 0, "partitions": []})
+    entry["rows_stored"] += summary.rows
+    entry["rows_new"] += summary.rows_new
+    entry["partitions"] = sorted(set(entry["partitions"]) | set(summary.partitions))
+
+
+def _combine(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """Add one batch's report to the running total (counts add, ranges widen, files append)."""
+    for key in ("rows_in", "rows_stored", "rows_new", "rows_quarantined", "rows_flagged"):
+        total[key] += part[key]
+    for key in ("quarantined_by_reason", "flagged_by_reason"):
+        merged = dict(total[key])
+        for reason, n in part[key].items():
+            merged[reason] = merged.get(reason, 0) + n
+        total[key] = dict(sorted(merged.items()))
+    lo = [r["first_ts_event"] for r in (total["time_range"], part["time_range"]) if r["first"]]
+    hi = [r["last_ts_event"] for r in (total["time_range"], part["time_range"]) if r["last"]]
+    first, last = (min(lo) if lo else None), (max(hi) if hi else None)
+    total["time_range"] = {
+        "first_ts_event": first,
+        "last_ts_event": last,
+        "first": ns_to_iso(first),
+        "last": ns_to_iso(last),
+    }
+    total["files"] += part["files"]
+    for name, entry in part["tables"].items():
+        mine = total["tables"].setdefault(name, {"rows_stored": 0, "rows_new": 0, "partitions": []})
+        mine["rows_stored"] += entry["rows_stored"]
+        mine["rows_new"] += entry["rows_new"]
+        mine["partitions"] = sorted(set(mine["partitions"]) | set(entry["partitions"]))
+    return total
 
 
 def _report(

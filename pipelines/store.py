@@ -110,6 +110,7 @@ class WriteSummary:
     rows_new: int = 0  # rows not already in the store (bars: keys not already present)
     partitions: list[str] = field(default_factory=list)  # dates touched
     derived: dict[str, WriteSummary] = field(default_factory=dict)  # tables made by derive()
+    rows_by_partition: dict[str, int] = field(default_factory=dict)  # rows handed, per date
 
 
 Derive = Callable[[str, pl.DataFrame], dict[str, pl.DataFrame]]
@@ -544,6 +545,7 @@ class Transaction:
             target.rows += item.rows if name != table else 0
             target.rows_new += item.rows_new
             target.partitions.append(item.key[2])
+            target.rows_by_partition[item.key[2]] = item.rows
         self.summaries.append(summary)
         return summary
 

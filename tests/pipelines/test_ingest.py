@@ -243,3 +243,43 @@ def test_ingest_refuses_bars_that_do_not_divide_a_day_and_writes_nothing(tmp_pat
     with pytest.raises(PipelineError, match="--bars"):
         ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=store, bars=[every])
     assert store.tables() == []
+
+
+def test_ingest_in_batches_stores_what_one_batch_stores(tmp_path, fxcm):
+    paths = [fxcm / f"201405{day:02d}_quote.zip" for day in (1, 2, 4)]
+    one = Store(tmp_path / "one")
+    whole = json.loads(
+        ingest(paths, fmt="lean", spec=SPEC, store=one, bars=["1m"], batch_mb=None).read_text()
+    )
+    many = Store(tmp_path / "many")
+    split = json.loads(
+        ingest(paths, fmt="lean", spec=SPEC, store=many, bars=["1m"], batch_mb=1e-6).read_text()
+    )
+    assert whole["batches"] == [3] and split["batches"] == [1, 1, 1]
+    for key in ("rows_in", "rows_stored", "rows_new", "rows_quarantined", "time_range"):
+        assert split[key] == whole[key], key
+    assert split["quarantined_by_reason"] == whole["quarantined_by_reason"]
+    assert [f["rows_stored"] for f in split["files"]] == [f["rows_stored"] for f in whole["files"]]
+    for table in ("quotes", "quarantine", "bars"):
+        got = many.scan(table, "EURUSD").collect().sort(pl.all())
+        want = one.scan(table, "EURUSD").collect().sort(pl.all())
+        assert_frame_equal(got, want, check_exact=False, rel_tol=1e-12)
+        assert split["tables"][table]["rows_stored"] == got.height, table  # days counted once
+
+
+def test_a_bad_file_in_a_later_batch_leaves_the_store_unchanged(tmp_path, fxcm):
+    store = Store(tmp_path / "store")
+    ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=store)
+    before = snapshot(store.root)
+    bad = tmp_path / "20140505_quote.zip"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    paths = [fxcm / "20140501_quote.zip", fxcm / "20140502_quote.zip", bad]
+    with pytest.raises(PipelineError, match="20140505_quote.zip"):
+        ingest(paths, fmt="lean", spec=SPEC, store=store, batch_mb=1e-6)
+    assert snapshot(store.root) == before
+    assert not any((store.root / "_staging").iterdir())
+
+
+def test_a_non_positive_batch_size_is_refused(tmp_path, fxcm):
+    with pytest.raises(PipelineError, match="--batch-mb"):
+        ingest([fxcm / "20140504_quote.zip"], fmt="lean", spec=SPEC, store=tmp_path, batch_mb=0)
