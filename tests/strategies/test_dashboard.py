@@ -234,6 +234,15 @@ def test_cli_non_integer_quantiles_exit_2_with_one_line(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
+def test_python_m_entry_point_bad_input_gives_one_line_and_exit_2(tmp_path):
+    command = [sys.executable, "-m", "strategies.dashboard", "--run", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--quantiles", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == ["error: --quantiles 1: need at least 2 regimes"]
+
+
 def test_cli_writes_html_with_images_synthetic_title_and_json_of_its_numbers(run_folder, capsys):
     out = run_folder / "dash.html"
     argv = ["--run", str(run_folder), "--bars", str(run_folder / "bars.parquet"), "--out", str(out)]
