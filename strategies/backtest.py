@@ -56,10 +56,9 @@ from strategies.inputs import (
     check_bars,
     check_inputs,
     iso,
-    load_run_bars,
     positions_on_bars,
-    read_bars,
     read_forecasts,
+    run_bars,
     window_bars,
 )
 from strategies.metrics import scorecard
@@ -706,11 +705,7 @@ def _run_cli(args: argparse.Namespace) -> BacktestResult:
     if instrument is None:
         raise BacktestInputError(f"forecasts: several instruments {sorted(ids)}; pass --instrument")
     spec = load_spec(instrument)
-    if args.bars is not None:
-        bars = read_bars(args.bars, spec.instrument_id)
-    else:
-        bars = load_run_bars(run, spec.instrument_id, forecasts, args.store)
-        bars = check_bars(bars, spec.instrument_id, str(args.store or run))
+    bars = run_bars(run, spec.instrument_id, forecasts, bars_path=args.bars, store=args.store)
     n_trials, trial_sharpes = None, None
     if args.optuna_storage or args.optuna_study:
         if not (args.optuna_storage and args.optuna_study):

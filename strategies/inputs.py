@@ -146,6 +146,36 @@ def forecast_in_force(ts: np.ndarray, horizon: np.ndarray, bar_ts: np.ndarray) -
 # ---- run folders: bars from the store ---------------------------------------------------
 
 
+def run_bars(
+    run: Path,
+    instrument_id: str,
+    forecasts: pl.DataFrame,
+    *,
+    bars_path: Path | None = None,
+    store: Path | None = None,
+) -> pl.DataFrame:
+    """Return the checked bars of a run: from a BARS Parquet file, else from the store.
+
+    The one place where the CLIs' ``--bars PATH`` / ``--store PATH`` options become bars.
+    With ``bars_path``, that file is read (:func:`read_bars`); otherwise the bars the run was
+    trained on are read through the store (:func:`load_run_bars`, ``store`` or the run's
+    ``config.json``). Either way they are checked by :func:`check_bars`: ``instrument_id``'s
+    rows only, sorted and unique by ``ts_event``.
+
+    Raises
+    ------
+    BacktestInputError
+        Both sources given, a missing or unreadable file or store, a wrong schema, no bars of
+        ``instrument_id``; the message names the file, the store root or the run folder.
+    """
+    if bars_path is not None and store is not None:
+        raise BacktestInputError(f"--bars {bars_path} and --store {store}: give one, not both")
+    if bars_path is not None:
+        return read_bars(bars_path, instrument_id)
+    bars = load_run_bars(run, instrument_id, forecasts, store)
+    return check_bars(bars, instrument_id, str(store or run))
+
+
 def load_run_bars(
     run: Path, instrument_id: str, forecasts: pl.DataFrame, store: Path | None
 ) -> pl.DataFrame:

@@ -18,13 +18,7 @@ import polars as pl
 from data_specs.spec import SpecError, load_spec
 from strategies.dashboard.model_numbers import DashboardConfig, DashboardInputError
 from strategies.dashboard.page import build, correlation_verdict, write_dashboard
-from strategies.inputs import (
-    BacktestInputError,
-    check_bars,
-    load_run_bars,
-    read_bars,
-    read_forecasts,
-)
+from strategies.inputs import BacktestInputError, read_forecasts, run_bars
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,11 +108,7 @@ def _run_cli(args: argparse.Namespace) -> tuple[dict, str, Path]:
     if len(ids) != 1:
         raise DashboardInputError(f"{path}: forecasts of several instruments {sorted(ids)}")
     spec = load_spec(ids[0])
-    if args.bars is not None:
-        bars = read_bars(args.bars, spec.instrument_id)
-    else:
-        bars = load_run_bars(run, spec.instrument_id, forecasts, args.store)
-        bars = check_bars(bars, spec.instrument_id, str(args.store or run))
+    bars = run_bars(run, spec.instrument_id, forecasts, bars_path=args.bars, store=args.store)
     config = DashboardConfig(
         n_quantiles=args.quantiles,
         warmup=args.warmup,
