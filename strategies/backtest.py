@@ -466,13 +466,14 @@ def run_backtest(
     warmup = bars.filter(pl.col("ts_event") < bar_ts[0]).tail(
         max(rp.vol_window, rp.vr_window + rp.vr_lag) + 1
     )
-    energy_all = np.concatenate([np.full(warmup.height, np.nan), energy_bar])
+    fold_bar = _value_in_force(f_bar, mine.get_column("fold").to_numpy()[acting].astype(float), n)
+    before = np.full(warmup.height, np.nan)
     regimes = label_regimes(
         pl.concat([warmup.select(window.columns), window]),
-        energy=energy_all if has_energy else None,
+        energy=np.concatenate([before, energy_bar]) if has_energy else None,
+        fold=np.concatenate([before, fold_bar]),  # energy edges per fold (own energy scale)
         params=rp,
     ).slice(warmup.height)
-    fold_bar = _value_in_force(f_bar, mine.get_column("fold").to_numpy()[acting].astype(float), n)
     fold_labels = np.array([None if np.isnan(v) else str(int(v)) for v in fold_bar], dtype=object)
     regimes = regimes.with_columns(pl.Series("fold", fold_labels, dtype=pl.String))
 
@@ -553,6 +554,7 @@ def run_backtest(
         "pip_value_per_lot": pip_value(spec, close[-1], config.account_currency),
         "config": {k: v for k, v in asdict(config).items() if k != "regimes"},
         "by_regime": by_regime,
+        "energy_quantile_edges": "per_fold",  # full sample within each fold (descriptive)
         "by_fold": by_fold,
         "robustness": robustness_summary(table),
         "robustness_table": table.to_dicts(),

@@ -12,7 +12,10 @@ Regime families (one label column each, null where undefined, e.g. during warm-u
   local time is in [08:00, 17:00), else ``london`` when London local time is in
   [08:00, 17:00), else ``asia``.
 - ``energy``: quantiles ``q1`` .. ``qN`` of the total HML-D energy of the forecast that set the
-  bar's position (absent for models without energy).
+  bar's position, the edges cut *per fold* (each walk-forward fold is a separately trained model
+  whose energy has its own scale) over the fold's whole evaluated sample: like the volatility
+  terciles, a description used for scoring, never for trading (absent for models without
+  energy).
 """
 
 from __future__ import annotations
@@ -42,7 +45,11 @@ class RegimeParams:
 
 
 def label_regimes(
-    bars: pl.DataFrame, *, energy: np.ndarray | None = None, params: RegimeParams | None = None
+    bars: pl.DataFrame,
+    *,
+    energy: np.ndarray | None = None,
+    fold: np.ndarray | None = None,
+    params: RegimeParams | None = None,
 ) -> pl.DataFrame:
     """Return ``ts_event`` plus one regime label column per family for each bar.
 
@@ -52,6 +59,9 @@ def label_regimes(
         BARS rows of one instrument sorted by ``ts_event`` (``ts_event``, ``close`` used).
     energy
         Per-bar total energy of the forecast in force (NaN where none), shape (n,), optional.
+    fold
+        Per-bar fold of the forecast in force (NaN where none), shape (n,): the energy quantile
+        edges are cut within each fold (:func:`energy_labels`). ``None``: one fold.
     params
         Regime windows.
     """
@@ -94,17 +104,49 @@ def label_regimes(
     ).drop("_vol", "_vr")
     if energy is not None and np.isfinite(energy).any():
         frame = frame.with_columns(
-            pl.Series("energy", energy_labels(energy, params.energy_quantiles))
+            pl.Series("energy", energy_labels(energy, params.energy_quantiles, fold=fold))
         )
     return frame
 
 
-def energy_labels(energy: np.ndarray, n_quantiles: int) -> list[str | None]:
-    """Return ``q1`` .. ``qN`` energy quantile labels (None where the energy is NaN)."""
+def energy_labels(
+    energy: np.ndarray, n_quantiles: int, *, fold: np.ndarray | None = None
+) -> list[str | None]:
+    """Return ``q1`` .. ``qN`` energy quantile labels, the edges cut within each fold.
+
+    Each walk-forward fold is a separately trained model whose energy has its own scale, so
+    a row is placed among the ``n_quantiles``-quantile edges (``numpy.quantile``, linear) of
+    the finite energies of its own fold; pooling the folds would mix scales and put a
+    low-energy fold wholly in ``q1``. The edges use the fold's whole sample, later rows
+    included: a descriptive labelling used for scoring only, never a trading rule (the
+    dashboard's causal labels are :func:`strategies.dashboard.causal_energy_codes`).
+
+    Parameters
+    ----------
+    energy
+        Total energy per row, NaN where none, shape (n,).
+    n_quantiles
+        Number of regimes.
+    fold
+        Fold per row, shape (n,); ``None``: all rows one fold. Rows whose fold is NaN get no
+        label.
+
+    Returns
+    -------
+    list
+        ``"q1"`` .. ``"qN"`` per row, ``None`` where the energy (or the fold) is NaN.
+    """
+    energy = np.asarray(energy, dtype=float)
+    fold = np.zeros(len(energy)) if fold is None else np.asarray(fold)
     finite = np.isfinite(energy)
-    edges = np.quantile(energy[finite], np.linspace(0, 1, n_quantiles + 1)[1:-1])
-    bucket = np.searchsorted(edges, energy, side="right")
-    return [f"q{b + 1}" if ok else None for b, ok in zip(bucket, finite)]
+    levels = np.linspace(0, 1, n_quantiles + 1)[1:-1]
+    bucket = np.full(len(energy), -1, dtype=np.int64)
+    for value in np.unique(fold[finite]):
+        rows = finite & (fold == value)
+        if rows.any():
+            edges = np.quantile(energy[rows], levels)
+            bucket[rows] = np.searchsorted(edges, energy[rows], side="right")
+    return [f"q{b + 1}" if b >= 0 else None for b in bucket]
 
 
 def metrics_by_group(

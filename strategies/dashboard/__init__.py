@@ -26,8 +26,8 @@ total energies of the same fold's forecasts made up to and including ``t``. The 
 walk-forward fold is a separately trained model whose energy has its own scale; the run folder
 holds no energies of the training bars. A bar takes the label of the forecast in force
 (:func:`strategies.inputs.forecast_in_force`). The full-sample quantile labels
-(:func:`strategies.regimes.energy_labels`, all folds pooled) look ahead and appear only in a
-table marked descriptive.
+(:func:`strategies.regimes.energy_labels`, edges per fold over the fold's whole sample, as in
+``backtest.json``) look ahead and appear only in a table marked descriptive.
 
 Per regime: forecasts, share of labelled bars, mean run length in bars, the bar-to-bar
 transition matrix, realized volatility after the forecast (the forecast's own label and the
@@ -52,7 +52,7 @@ intervals, rank correlations, forward volatility), :mod:`~strategies.dashboard.m
 (the command line); their public names are re-exported here.
 """
 
-from strategies.dashboard.cli import build_parser, main
+from strategies.dashboard.cli import build_parser, main, read_backtest_energy_edges
 from strategies.dashboard.model_numbers import (
     DashboardConfig,
     DashboardInputError,
@@ -60,7 +60,13 @@ from strategies.dashboard.model_numbers import (
     energy_matrix,
     model_dashboard,
 )
-from strategies.dashboard.page import build, correlation_verdict, render, write_dashboard
+from strategies.dashboard.page import (
+    backtest_json_note,
+    build,
+    correlation_verdict,
+    render,
+    write_dashboard,
+)
 from strategies.dashboard.plots import plot_informativeness, plot_regime_stats, plot_timeline
 from strategies.dashboard.stats import (
     causal_energy_codes,
@@ -77,6 +83,7 @@ __all__ = [
     "DashboardConfig",
     "DashboardInputError",
     "ModelDashboard",
+    "backtest_json_note",
     "build",
     "build_parser",
     "causal_energy_codes",
@@ -92,6 +99,7 @@ __all__ = [
     "plot_regime_stats",
     "plot_timeline",
     "rank_correlation",
+    "read_backtest_energy_edges",
     "render",
     "transition_matrix",
     "within_group_percentile",

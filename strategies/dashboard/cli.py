@@ -8,6 +8,7 @@ energy, reads the bars (``--bars`` or the run's store), builds the page and writ
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -128,8 +129,19 @@ def _run_cli(args: argparse.Namespace) -> tuple[dict, str, Path]:
         run=str(run),
         where=str(path),
         run_has_backtest_json=(run / "backtest.json").is_file(),
+        backtest_energy_edges=read_backtest_energy_edges(run / "backtest.json"),
     )
     return numbers, page, html_path
+
+
+def read_backtest_energy_edges(path: Path) -> str | None:
+    """Return how ``backtest.json`` cut its energy regimes: ``"per_fold"``, ``"pooled"`` (no
+    ``energy_quantile_edges`` key: written before per-fold edges), ``None`` if unreadable."""
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return card.get("energy_quantile_edges", "pooled") if isinstance(card, dict) else None
 
 
 def _time_range(forecasts: pl.DataFrame, start, end, *, where: str) -> pl.DataFrame:

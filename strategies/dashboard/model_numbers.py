@@ -6,7 +6,7 @@ and every bar with the regime of the forecast in force, and computes per regime 
 share of time, run lengths, volatility after the forecast, direction AUC and forecast MSE with
 block-bootstrap intervals, plus the Spearman correlations of energy with later volatility.
 Given a backtest, the headline strategy is scored per regime as well. The full-sample quantile
-labels (:func:`strategies.regimes.energy_labels`, all folds pooled) look ahead and feed only a
+labels (:func:`strategies.regimes.energy_labels`, edges per fold) look ahead and feed only a
 table marked descriptive.
 """
 
@@ -209,7 +209,7 @@ def model_dashboard(
         for name, y in targets.items()
     }
 
-    full = np.asarray(energy_labels(total, n_q), dtype=object)
+    full = np.asarray(energy_labels(total, n_q, fold=fold), dtype=object)
     causal = np.array([f"q{c + 1}" if c >= 0 else None for c in codes], dtype=object)
     labelled = codes >= 0
     descriptive = [

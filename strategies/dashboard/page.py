@@ -78,11 +78,7 @@ def render(numbers: dict, images: dict[str, dict[str, str]]) -> str:
     if numbers["synthetic"]:
         parts.append("<p><b>SYNTHETIC DATA: these forecasts were made on synthetic bars.</b></p>")
     if numbers.get("run_has_backtest_json"):
-        parts.append(
-            "<p>The run folder's backtest.json scores energy regimes cut at full-sample"
-            " quantiles (look-ahead); every per-regime number on this page uses the causal"
-            " labels instead.</p>"
-        )
+        parts.append(f"<p>{backtest_json_note(numbers.get('backtest_energy_edges'))}</p>")
     for model, m in numbers["models"].items():
         parts.append(f"<h2>model {esc(model)}</h2>")
         parts.append(
@@ -130,7 +126,8 @@ def render(numbers: dict, images: dict[str, dict[str, str]]) -> str:
                 f"src='data:image/png;base64,{png}'>"
             )
         parts.append(
-            "<h3>Descriptive only: full-sample quantiles (look-ahead, all folds pooled)</h3>"
+            "<h3>Descriptive only: full-sample quantiles per fold (look-ahead within the"
+            " fold)</h3>"
             f"<p>Not usable for trading or for the tests above. Agreement with the causal "
             f"labels: {m['full_sample_agreement']:.3f} of labelled forecasts.</p>"
         )
@@ -147,6 +144,32 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}img{{max-width:10
 """
 
 
+def backtest_json_note(energy_edges: str | None) -> str:
+    """Return the page's sentence on the energy regimes of the run folder's ``backtest.json``.
+
+    ``energy_edges`` is its ``energy_quantile_edges``: ``"per_fold"`` (written since the
+    edges are cut per fold), ``"pooled"`` (an older file without the key), ``None`` (unread).
+    """
+    causal = "every per-regime number on this page uses the causal labels instead."
+    if energy_edges == "per_fold":
+        return (
+            "The run folder's backtest.json scores energy regimes cut at each fold's"
+            " full-sample quantiles (look-ahead within the fold: a description, not a trading"
+            f" rule); {causal}"
+        )
+    if energy_edges == "pooled":
+        return (
+            "The run folder's backtest.json predates per-fold energy edges: its energy regimes"
+            " are cut at full-sample quantiles pooled over all folds (look-ahead, and the folds'"
+            " energy scales mixed); rerun strategies.backtest to refresh it. Here "
+            f"{causal}"
+        )
+    return (
+        "The run folder's backtest.json scores energy regimes cut at full-sample quantiles"
+        f" (look-ahead); {causal}"
+    )
+
+
 def _by_fold(per_group: dict) -> str:
     return " ".join(f"{g}:{r:+.3f}" for g, r in per_group.items())
 
@@ -161,8 +184,13 @@ def build(
     run: str = "",
     where: str = "forecasts",
     run_has_backtest_json: bool = False,
+    backtest_energy_edges: str | None = None,
 ) -> tuple[dict, str]:
-    """Return the dashboard's numbers (JSON content) and its HTML for ``models``."""
+    """Return the dashboard's numbers (JSON content) and its HTML for ``models``.
+
+    ``run_has_backtest_json`` and ``backtest_energy_edges`` (see :func:`backtest_json_note`)
+    describe the run folder's ``backtest.json`` for the page's note on it.
+    """
     from strategies.report import figure_png
 
     synthetic = bool(forecasts.get_column("synthetic").fill_null(False).any())
@@ -176,6 +204,7 @@ def build(
         "synthetic": synthetic,
         "config": asdict(config),
         "run_has_backtest_json": run_has_backtest_json,
+        "backtest_energy_edges": backtest_energy_edges,
         "models": {},
     }
     images: dict[str, dict[str, str]] = {}

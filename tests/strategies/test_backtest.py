@@ -248,6 +248,22 @@ def test_scorecard_holds_the_interface_fields_and_regime_families(oracle_result)
     assert card["baselines"]["random"]["matched_to"] == "threshold"
 
 
+def test_backtest_energy_regimes_are_cut_within_each_fold(bars):
+    forecasts = make_forecasts(bars).with_columns(  # fold 2: a model on a 100x energy scale
+        pl.when(pl.col("fold") == 2)
+        .then(pl.col("energy").list.eval(pl.element() * 100))
+        .otherwise(pl.col("energy"))
+        .alias("energy")
+    )
+    config = BacktestConfig(n_boot=50, n_boot_regime=20, n_random=10, rollover=False)
+    one = {"threshold": ThresholdParams()}
+    result = run_backtest(forecasts, bars, load_spec("EURUSD"), strategies=one, config=config)
+    for fold in ("0", "1", "2"):
+        labels = result.regimes.filter(pl.col("fold") == fold)["energy"].drop_nulls()
+        assert set(labels.to_list()) == {"q1", "q2", "q3"}, fold  # pooled: fold 2 all q3
+    assert result.card["energy_quantile_edges"] == "per_fold"
+
+
 def test_bad_forecasts_raise_one_line_errors(bars):
     spec = load_spec("EURUSD")
     forecasts = make_forecasts(bars)

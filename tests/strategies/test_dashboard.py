@@ -43,16 +43,17 @@ def test_causal_labels_ignore_energy_after_t_while_full_sample_labels_do_not():
     energy = rng.gamma(2.0, 1.0, 600)
     fold = np.repeat([0, 1, 2], 200)
     codes = causal_energy_codes(energy, fold, 4, warmup=30)
-    full = np.array(energy_labels(energy, 4), dtype=object)
+    full = np.array(energy_labels(energy, 4, fold=fold), dtype=object)
     for t in (50, 199, 200, 350, 598):
         future = energy.copy()
         future[t + 1 :] = rng.gamma(2.0, 1.0, len(energy) - t - 1) * 10.0  # another scale
         perturbed = causal_energy_codes(future, fold, 4, warmup=30)
         np.testing.assert_array_equal(perturbed[: t + 1], codes[: t + 1])
-    # the control: full-sample quantiles move when the future moves (so the check can fail)
+    # the control: full-sample quantiles (per fold) move when the future moves (so the check
+    # can fail)
     future = energy.copy()
     future[301:] *= 10.0
-    changed = np.array(energy_labels(future, 4), dtype=object)
+    changed = np.array(energy_labels(future, 4, fold=fold), dtype=object)
     assert (changed[:301] != full[:301]).any()
 
 
@@ -227,6 +228,22 @@ def test_cli_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, capsys
     assert written == []
 
 
+@pytest.mark.parametrize(
+    ("content", "edges", "says"),
+    [
+        ('{"energy_quantile_edges": "per_fold"}', "per_fold", "each fold's full-sample"),
+        ('{"by_regime": {}}', "pooled", "pooled over all folds"),
+        ("{not json", None, "cut at full-sample quantiles (look-ahead)"),
+    ],
+)
+def test_note_on_the_runs_backtest_json_says_how_its_energy_edges_were_cut(
+    tmp_path, content, edges, says
+):
+    (tmp_path / "backtest.json").write_text(content)
+    assert dashboard.read_backtest_energy_edges(tmp_path / "backtest.json") == edges
+    assert says in dashboard.backtest_json_note(edges)
+
+
 def test_cli_non_integer_quantiles_exit_2_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         dashboard.main(["--run", str(tmp_path), "--quantiles", "two"])
@@ -245,6 +262,7 @@ def test_python_m_entry_point_bad_input_gives_one_line_and_exit_2(tmp_path):
 
 def test_cli_writes_html_with_images_synthetic_title_and_json_of_its_numbers(run_folder, capsys):
     out = run_folder / "dash.html"
+    (run_folder / "backtest.json").write_text(json.dumps({"energy_quantile_edges": "per_fold"}))
     argv = ["--run", str(run_folder), "--bars", str(run_folder / "bars.parquet"), "--out", str(out)]
     assert dashboard.main([*argv, "--n-boot", "100", "--n-perm", "50", "--warmup", "50"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
@@ -264,7 +282,9 @@ def test_cli_writes_html_with_images_synthetic_title_and_json_of_its_numbers(run
     assert strategy["strategy"] == "threshold" and np.isfinite(strategy["sharpe"])
     for r in m["regimes"]:
         assert r["sharpe_ci_low"] <= r["sharpe"] <= r["sharpe_ci_high"]
-    assert "Descriptive only" in page
+    assert "Descriptive only: full-sample quantiles per fold" in page
+    assert numbers["backtest_energy_edges"] == "per_fold"
+    assert "backtest.json scores energy regimes cut at each fold's full-sample quantiles" in page
     assert not list(run_folder.glob(".*.tmp"))
 
 

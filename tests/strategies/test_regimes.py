@@ -9,6 +9,7 @@ import polars as pl
 
 from strategies.regimes import (
     RegimeParams,
+    energy_labels,
     label_regimes,
     plot_robustness,
     robustness_summary,
@@ -72,6 +73,29 @@ def test_energy_quantiles_label_bars_when_energy_is_given():
     labels = label_regimes(_bars_at(ts), energy=energy)["energy"].to_list()
     assert labels[:10] == [None] * 10
     assert labels[10] == "q1" and labels[-1] == "q3"
+
+
+def test_energy_quantile_edges_are_cut_per_fold_so_each_fold_spans_every_regime():
+    rng = np.random.default_rng(7)
+    fold = np.repeat([0, 1, 2], 300)
+    energy = rng.uniform(1.0, 2.0, 900) * 100.0**fold  # three models, scales 1, 100, 1e4
+    labels = np.array(energy_labels(energy, 3, fold=fold), dtype=object)
+    for f in (0, 1, 2):
+        mine = labels[fold == f]
+        assert [int((mine == q).sum()) for q in ("q1", "q2", "q3")] == [100, 100, 100]
+    # the control: edges pooled over the folds put each fold wholly in one regime
+    pooled = np.array(energy_labels(energy, 3), dtype=object)
+    assert [set(pooled[fold == f]) for f in (0, 1, 2)] == [{"q1"}, {"q2"}, {"q3"}]
+
+
+def test_bar_energy_regimes_use_the_fold_of_the_forecast_in_force():
+    ts = (MONDAY + HOUR_NS * np.arange(300)).tolist()
+    energy = np.linspace(1.0, 2.0, 300) * np.where(np.arange(300) < 150, 1.0, 100.0)
+    fold = np.where(np.arange(300) < 150, 0.0, 1.0)
+    energy[:10] = fold[:10] = np.nan  # warm-up: no forecast in force
+    labels = label_regimes(_bars_at(ts), energy=energy, fold=fold)["energy"].to_list()
+    assert labels[:10] == [None] * 10
+    assert (labels[10], labels[149], labels[150], labels[-1]) == ("q1", "q3", "q1", "q3")
 
 
 def test_robustness_table_names_the_worst_regime_and_dispersion():
