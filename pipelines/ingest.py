@@ -245,7 +245,7 @@ def ingest(
     started = clock[0]
     batches = _batches(resolved, batch_mb)
     total: dict[str, Any] | None = None
-    derived_rows: dict[str, dict[str, int]] = {}  # derived table -> partition -> rows (last wins)
+    derived_rows: dict[str, dict[str, int]] = {}  # derived table -> day -> rows (last wins)
 
     def prepare(number: int, batch: list[Path]):
         if progress and len(batches) > 1:
@@ -289,7 +289,7 @@ def ingest(
                 report["rows_new"] += summary.rows_new
                 for name, derived in summary.derived.items():
                     _add_table(report, name, derived)
-                    derived_rows.setdefault(name, {}).update(derived.rows_by_partition)
+                    derived_rows.setdefault(name, {}).update(derived.rows_by_day)
                 for name, written in rejects.result():
                     _add_table(report, name, written)
             del per_table, kept, quarantine, flagged  # free the batch before the next one

@@ -2,12 +2,17 @@
 
 Layout under ``root``::
 
-    <table>/instrument_id=<id>/date=<YYYY-MM-DD>/part-<txid>.parquet   one file per partition
+    <table>/instrument_id=<id>/date=<YYYY-MM-DD>/part-<txid>.parquet   daily tables
+    bars/instrument_id=<id>/month=<YYYY-MM>/part-<txid>.parquet         monthly: bars
     _reports/<txid>-<instrument_id>.json                              ingest reports
     _staging/<txid>/...                                               transactions in flight
     .lock                                                             writer lock (flock)
 
-``date`` is the UTC date of ``ts_event`` (``date=none`` holds quarantine rows without one).
+``date`` is the UTC date of ``ts_event`` (``date=none`` holds quarantine rows without one);
+``bars`` are partitioned by UTC month instead (:data:`MONTHLY_TABLES`): a day of hourly bars is
+24 rows, and one file per day made long hourly histories slow to write and to scan. Bars
+written by day by an older version (``date=`` folders) are still read, and are merged into
+their month the next time that month is written.
 As in any hive layout the partition key ``instrument_id`` lives in the path, not in the files of
 the known tables (``scan`` puts it back); ``date`` is never a column.
 Tables: ``quotes``, ``trades``, ``bars`` (the schema + LINEAGE columns), ``quarantine`` and
@@ -63,6 +68,7 @@ from pipelines.errors import PipelineError
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 NO_DATE = "none"
+MONTHLY_TABLES = frozenset({"bars"})  # partitioned by month; every other table by day
 STAGING = "_staging"
 REPORTS = "_reports"
 JOURNAL = "COMMIT.json"
@@ -111,6 +117,7 @@ class WriteSummary:
     partitions: list[str] = field(default_factory=list)  # dates touched
     derived: dict[str, WriteSummary] = field(default_factory=dict)  # tables made by derive()
     rows_by_partition: dict[str, int] = field(default_factory=dict)  # rows handed, per date
+    rows_by_day: dict[str, int] = field(default_factory=dict)  # derived: rows per source day
 
 
 Derive = Callable[[str, pl.DataFrame], dict[str, pl.DataFrame]]
@@ -268,17 +275,23 @@ class Store:
         return self.root / table / f"instrument_id={instrument_id}"
 
     def partitions(self, table: str, instrument_id: str) -> list[Partition]:
-        """Return the committed partitions of one table and instrument, by date."""
+        """Return the committed partitions of one table and instrument, by date.
+
+        ``Partition.date`` is ``YYYY-MM-DD`` for daily partitions and ``YYYY-MM`` for monthly
+        ones (legacy daily folders of a monthly table are listed too).
+        """
         base = self.table_dir(table, instrument_id)
         if not base.is_dir():
             return []
         out = []
-        for folder in sorted(base.glob("date=*")):
+        for folder in base.iterdir():
+            kind, _, key = folder.name.partition("=")
+            if kind not in ("date", "month") or not folder.is_dir():
+                continue
             files = tuple(sorted(folder.glob("part-*.parquet")))
             if files:
-                date_text = folder.name.split("=", 1)[1]
-                out.append(Partition(table, instrument_id, date_text, folder, files))
-        return out
+                out.append(Partition(table, instrument_id, key, folder, files))
+        return sorted(out, key=lambda p: (p.date == NO_DATE, p.date, p.path.name))
 
     def tables(self) -> list[str]:
         """Return the tables that hold data, sorted."""
@@ -298,7 +311,7 @@ class Store:
         return sorted(
             p.name.split("=", 1)[1]
             for p in base.glob("instrument_id=*")
-            if any(p.glob("date=*/part-*.parquet"))
+            if any(p.glob("*=*/part-*.parquet"))
         )
 
     def reports(self) -> list[Path]:
@@ -352,14 +365,15 @@ class Store:
             raise PipelineError(message)
         first = ns_to_date(lo) if lo is not None else None
         last = ns_to_date(hi - 1) if hi is not None else None
+        # a month key "YYYY-MM" compares with the prefix of a date bound
         chosen = [
             f
             for p in parts
             if (p.date == NO_DATE and lo is None and hi is None)
             or (
                 p.date != NO_DATE
-                and (first is None or p.date >= first)
-                and (last is None or p.date <= last)
+                and (first is None or p.date >= first[: len(p.date)])
+                and (last is None or p.date <= last[: len(p.date)])
             )
             for f in p.files
         ]
@@ -408,7 +422,7 @@ class Store:
         with self.transaction() as tx:
             summary = tx.write(table, frame, instrument_id=instrument_id)
         base = self.table_dir(table, instrument_id)
-        return [base / f"date={d}" for d in summary.partitions]
+        return [base / _folder(table, d) for d in summary.partitions]
 
     # ---------------------------------------------------------------- recovery
     def recover(self) -> None:
@@ -504,16 +518,16 @@ class Transaction:
         if df.height == 0:
             self.summaries.append(summary)
             return summary
-        jobs = [
-            (NO_DATE if day is None else ns_to_date(day * NS_PER_DAY), part)
-            for day, part in _by_day(df)
-        ]
+        jobs = _by_period(df, monthly=table in MONTHLY_TABLES)
+        if derive is not None and table in MONTHLY_TABLES:
+            raise PipelineError(f"derive() needs a daily table, not {table}")
 
-        def stage(job: tuple[str, pl.DataFrame]) -> list[_Staged]:
+        def stage(job: tuple[str, pl.DataFrame]) -> tuple[_Staged, list[tuple[str, pl.DataFrame]]]:
             date_text, part = job
-            done = [self._stage_partition(table, instrument_id, date_text, part)]
+            done = self._stage_partition(table, instrument_id, date_text, part)
+            derived = []
             if derive is not None and date_text != NO_DATE:
-                for name, rows in derive(date_text, done[0].frame).items():
+                for name, rows in derive(date_text, done.frame).items():
                     if name == table:
                         raise PipelineError(f"derive() of {table} cannot write {table} itself")
                     rows = self._prepare(name, rows, instrument_id)
@@ -524,14 +538,29 @@ class Transaction:
                         message = f"derived {name} rows of {date_text} fall on another date"
                         raise PipelineError(message)
                     if rows.height:
-                        done.append(self._stage_partition(name, instrument_id, date_text, rows))
-            for item in done:
-                item.frame = None  # free the merged partition as soon as it is written
-            return done
+                        derived.append((name, rows))
+            done.frame = None  # free the merged partition as soon as it is written
+            return done, derived
 
         # partitions are independent files: stage them on a few threads (Polars releases the GIL)
         with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-            staged = [item for items in pool.map(stage, jobs) for item in items]
+            results = list(pool.map(stage, jobs))
+            staged = [item for item, _ in results]
+            # derived rows of several days may share a (monthly) partition: one job per partition
+            grouped: dict[tuple[str, str], list[pl.DataFrame]] = {}
+            derived_days: dict[str, dict[str, int]] = {}  # derived table -> day -> rows
+            for (date_text, _), (_, derived) in zip(jobs, results):
+                for name, rows in derived:
+                    key = date_text[:7] if name in MONTHLY_TABLES else date_text
+                    grouped.setdefault((name, key), []).append(rows)
+                    derived_days.setdefault(name, {})[date_text] = rows.height
+            more = pool.map(
+                lambda item: self._stage_partition(
+                    item[0][0], instrument_id, item[0][1], pl.concat(item[1])
+                ),
+                grouped.items(),
+            )
+            staged += list(more)
         for item in staged:
             if item.remove is not None:
                 self._remove[item.key] = item.remove
@@ -545,7 +574,11 @@ class Transaction:
             target.rows += item.rows if name != table else 0
             target.rows_new += item.rows_new
             target.partitions.append(item.key[2])
-            target.rows_by_partition[item.key[2]] = item.rows
+            if name == table:
+                target.rows_by_partition[item.key[2]] = item.rows
+            item.frame = None
+        for name, days in derived_days.items():
+            summary.derived[name].rows_by_day = days
         self.summaries.append(summary)
         return summary
 
@@ -577,15 +610,18 @@ class Transaction:
         """
         key = (table, instrument_id, date_text)
         base = self.store.table_dir(table, instrument_id)
-        folder = base / f"date={date_text}"
+        folder = base / _folder(table, date_text)
         staged = self._staged.get(key)
         remove = None
         if staged is None:
             remove = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+            if table in MONTHLY_TABLES and date_text != NO_DATE:
+                # daily folders of this month written by an older version merge into it
+                remove += sorted(base.glob(f"date={date_text}-*/part-*.parquet"))
             sources = remove
         else:
             sources = [staged]
-        target = self.dir / base.relative_to(self.store.root) / f"date={date_text}"
+        target = self.dir / base.relative_to(self.store.root) / _folder(table, date_text)
         target.mkdir(parents=True, exist_ok=True)
         path = target / self._part_name()
         old = pl.read_parquet(sources) if sources else None
@@ -612,7 +648,7 @@ class Transaction:
         ops = []
         for key, staged in self._staged.items():
             table, instrument_id, date_text = key
-            final_dir = self.store.table_dir(table, instrument_id) / f"date={date_text}"
+            final_dir = self.store.table_dir(table, instrument_id) / _folder(table, date_text)
             ops.append(
                 {
                     "staged": str(staged.relative_to(root)),
@@ -641,27 +677,54 @@ class Transaction:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _by_day(df: pl.DataFrame) -> list[tuple[int | None, pl.DataFrame]]:
-    """Split rows by UTC day of ``ts_event`` (``None`` for null stamps), days ascending.
+def _folder(table: str, key: str) -> str:
+    """Partition folder name: ``month=YYYY-MM`` for monthly tables, else ``date=YYYY-MM-DD``."""
+    return f"month={key}" if table in MONTHLY_TABLES and key != NO_DATE else f"date={key}"
 
-    Rows sorted by time (cleaned ticks) are cut into zero-copy slices at the day boundaries
+
+def _month_start_ns(month: int) -> int:
+    """UTC nanoseconds at the start of month number ``month`` (months since 1970-01)."""
+    year, index = divmod(month, 12)
+    return (date(1970 + year, index + 1, 1) - date(1970, 1, 1)).days * NS_PER_DAY
+
+
+def _period_text(period: int, *, monthly: bool) -> str:
+    if monthly:
+        year, index = divmod(period, 12)
+        return f"{1970 + year:04d}-{index + 1:02d}"
+    return ns_to_date(period * NS_PER_DAY)
+
+
+def _by_period(df: pl.DataFrame, *, monthly: bool) -> list[tuple[str, pl.DataFrame]]:
+    """Split rows by UTC day (or month) of ``ts_event``; ``none`` for null stamps, in order.
+
+    Rows sorted by time (cleaned ticks) are cut into zero-copy slices at the period boundaries
     (binary search); other frames go through ``partition_by``. Row order is kept in both.
     """
+    stamp = pl.from_epoch("ts_event", time_unit="ns")
+    period = (
+        (stamp.dt.year().cast(pl.Int64) - 1970) * 12 + stamp.dt.month().cast(pl.Int64) - 1
+        if monthly
+        else pl.col("ts_event") // NS_PER_DAY
+    )
     ts = df["ts_event"]
     if ts.null_count() == 0 and ts.is_sorted():
-        first, last = ts[0] // NS_PER_DAY, ts[-1] // NS_PER_DAY
-        edges = pl.Series([d * NS_PER_DAY for d in range(first, last + 2)], dtype=pl.Int64)
-        cuts = ts.search_sorted(edges, side="left").to_list()
+        first, last = df.select(period.first().alias("a"), period.last().alias("b")).row(0)
+        starts = [_month_start_ns(p) if monthly else p * NS_PER_DAY for p in range(first, last + 2)]
+        cuts = ts.search_sorted(pl.Series(starts, dtype=pl.Int64), side="left").to_list()
         return [
-            (first + i, df.slice(lo, hi - lo))
+            (_period_text(first + i, monthly=monthly), df.slice(lo, hi - lo))
             for i, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))
             if hi > lo
         ]
-    groups = df.with_columns((pl.col("ts_event") // NS_PER_DAY).alias("_day")).partition_by(
-        "_day", as_dict=True, maintain_order=True, include_key=False
+    groups = df.with_columns(period.alias("_period")).partition_by(
+        "_period", as_dict=True, maintain_order=True, include_key=False
     )
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0]))
-    return [(day, part) for (day,), part in ordered]
+    return [
+        (NO_DATE if key is None else _period_text(key, monthly=monthly), part)
+        for (key,), part in ordered
+    ]
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:

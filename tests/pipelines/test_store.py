@@ -288,3 +288,44 @@ def test_commit_without_syncfs_falls_back_to_fsync_per_file(tmp_path, monkeypatc
     staged = [p for p in calls[0] if p.suffix == ".parquet"]
     assert len(staged) == 2  # both staged partition files were made durable before the journal
     assert len(calls) == 2  # staged files + folders, then the final folders after the renames
+
+
+def hourly_bars(days: int, *, start_day: int = 0, close: float = 1.0) -> pl.DataFrame:
+    hour = 3_600_000_000_000
+    ts = [DAY0 + (start_day * 24 + h) * hour for h in range(days * 24)]
+    return pl.DataFrame(
+        {
+            "instrument_id": ["EURUSD"] * len(ts),
+            "ts_event": ts,
+            "ts_close": [t + hour for t in ts],
+            "open": [1.0] * len(ts),
+            "high": [1.0] * len(ts),
+            "low": [1.0] * len(ts),
+            "close": [close] * len(ts),
+        }
+    )
+
+
+def test_bars_are_partitioned_by_month_and_scans_prune_months(tmp_path):
+    store = Store(tmp_path)
+    paths = store.write("bars", hourly_bars(61), instrument_id="EURUSD")  # May and June 2014
+    assert [p.name for p in paths] == ["month=2014-05", "month=2014-06"]
+    assert [p.date for p in store.partitions("bars", "EURUSD")] == ["2014-05", "2014-06"]
+    june = store.scan("bars", "EURUSD", start="2014-06-02", end="2014-06-03").collect()
+    assert june.height == 24
+    with pytest.raises(PipelineError, match="no bars"):
+        store.scan("bars", "EURUSD", start="2014-08-01", end="2014-09-01")
+
+
+def test_daily_bar_folders_of_an_older_layout_are_read_and_merged_into_their_month(tmp_path):
+    store = Store(tmp_path)
+    legacy = store.table_dir("bars", "EURUSD") / "date=2014-05-01"
+    legacy.mkdir(parents=True)
+    old = store_module._conform_stored(hourly_bars(1), "bars").drop("instrument_id")
+    store_module.write_parquet(old, legacy / "part-old.parquet")
+    assert store.scan("bars", "EURUSD").collect().height == 24  # still readable
+    store.write("bars", hourly_bars(2, close=2.0), instrument_id="EURUSD")  # May 1-2 again
+    got = store.scan("bars", "EURUSD").collect()
+    assert got.height == 48 and got["close"].unique().to_list() == [2.0]  # replaced, not doubled
+    assert not list(legacy.glob("*.parquet"))
+    assert [p.path.name for p in store.partitions("bars", "EURUSD")] == ["month=2014-05"]
