@@ -142,6 +142,7 @@ def _fixed_time_bars(
     inside = pl.col("_w") == pl.col("_w").shift(1)
     if presorted:
         keys = ["_w"]
+        window = window.set_sorted()  # sorted ticks give sorted windows: group without hashing
     else:
         keys = ["instrument_id", "_w"]
         inside = inside & (pl.col("instrument_id") == pl.col("instrument_id").shift(1))
