@@ -355,7 +355,6 @@ def clean(
     spec: InstrumentSpec,
     center: bool = True,
     checkpoint: Callable[[pl.LazyFrame], pl.LazyFrame] = cache,
-    rows_checked: bool = False,
 ) -> Cleaned:
     """Split a batch into kept, rejected and flagged rows (see the module docstring for rules).
 
@@ -374,10 +373,6 @@ def clean(
         marks a shared sub-plan (``LazyFrame.cache``) and keeps everything lazy; a runner that
         wants the fastest single pass (``pipelines.ingest``) passes one that materializes,
         ``lambda lf: lf.collect().lazy()``. This module itself never collects.
-    rows_checked : bool
-        ``lf`` already carries the ``_reason``/``_flag`` columns of :func:`row_reasons`, applied
-        file by file (every rule there looks at a row and earlier rows of its own file only, so
-        per-file results equal whole-batch ones); a runner can compute them while it reads.
 
     Returns
     -------
@@ -388,10 +383,7 @@ def clean(
     if table not in SCHEMAS:
         message = f"cannot clean table '{table}' (expected one of {sorted(SCHEMAS)})"
         raise ValueError(message)
-    if rows_checked:
-        frame = checkpoint(lf.select(*with_lineage(lf, table).collect_schema(), _REASON, _FLAG))
-    else:
-        frame = checkpoint(row_reasons(with_lineage(lf, table), table=table, spec=spec))
+    frame = checkpoint(row_reasons(with_lineage(lf, table), table=table, spec=spec))
     early_rejects = frame.filter(pl.col(_REASON).is_not_null())
     survivors = frame.filter(pl.col(_REASON).is_null()).sort("ts_event", maintain_order=True)
     survivors = checkpoint(duplicate_reasons(survivors, table=table))

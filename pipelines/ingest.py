@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from data_specs.schemas import LINEAGE, QUARANTINE, check_schema
 from data_specs.spec import InstrumentSpec
-from pipelines.clean import SCHEMAS, clean, row_reasons
+from pipelines.clean import SCHEMAS, clean
 from pipelines.errors import PipelineError
 from pipelines.readers import read
 from pipelines.store import (
@@ -119,8 +119,6 @@ def _read_all(
                 f"{rejects.height} rejects"
             )
             raise PipelineError(message, path=path)
-        # the row-by-row cleaning rules look within one file: apply them here, in parallel
-        frame = row_reasons(frame.lazy(), table=result.table, spec=spec).collect()
         return path, result.table, frame, rejects, result.rows_in
 
     # files are independent: read a few at a time (unzip, CSV parsing and Polars release the
@@ -333,7 +331,6 @@ def _clean_batch(
             spec=spec,
             center=center,
             checkpoint=_materialize,
-            rows_checked=True,
         )
         kept, rejected, flagged = pl.collect_all(
             [cleaned.kept, cleaned.rejected, cleaned.flagged], engine="in-memory"

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from data_specs import QUARANTINE, load_spec
-from pipelines.clean import clean, clean_bars, clean_quotes, clean_trades, row_reasons
+from pipelines.clean import clean, clean_bars, clean_quotes, clean_trades
 
 SPEC = load_spec("EURUSD")
 INC = SPEC.price_increment
@@ -330,22 +330,3 @@ def test_materializing_checkpoints_give_the_same_split_as_the_lazy_plan():
     ):
         assert a.equals(b)
     assert set(eager.rejected.collect()["reason"]) == {"crossed_quote", "duplicate", "spike"}
-
-
-def test_row_rules_applied_file_by_file_give_the_whole_batch_result():
-    # two files: out-of-order lines inside each, a duplicate across them, a crossed quote
-    a = random_walk(600, 11, spikes=[(300, 400 * INC)])
-    a[50], a[51] = a[51], a[50]  # out of order within file a
-    a[100] = (a[100][0], a[100][2], a[100][1])  # crossed
-    b = random_walk(600, 12)
-    b[10] = a[500]  # a repeat of a line of the other file
-    files = [quotes(a, source="a.csv"), quotes(b, source="b.csv")]
-    whole = clean(pl.concat(files), table="quotes", spec=SPEC)
-    checked = pl.concat([row_reasons(f, table="quotes", spec=SPEC) for f in files])
-    split = clean(checked, table="quotes", spec=SPEC, rows_checked=True)
-    for got, want in zip(
-        pl.collect_all([split.kept, split.rejected]), pl.collect_all([whole.kept, whole.rejected])
-    ):
-        assert got.equals(want)
-    reasons_seen = set(whole.rejected.collect()["reason"])
-    assert {"out_of_order", "crossed_quote", "duplicate", "spike"} <= reasons_seen
