@@ -20,6 +20,7 @@ Regime families (one label column each, null where undefined, e.g. during warm-u
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -119,7 +120,7 @@ def energy_labels(
     the finite energies of its own fold; pooling the folds would mix scales and put a
     low-energy fold wholly in ``q1``. The edges use the fold's whole sample, later rows
     included: a descriptive labelling used for scoring only, never a trading rule (the
-    dashboard's causal labels are :func:`strategies.dashboard.causal_energy_codes`).
+    causal labels are :func:`causal_energy_codes` below).
 
     Parameters
     ----------
@@ -279,3 +280,43 @@ def plot_robustness(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---- causal (expanding) quantile codes: used for trading rules and the dashboard -----------
+
+
+def expanding_quantile_codes(values: np.ndarray, n_quantiles: int, *, warmup: int) -> np.ndarray:
+    """Return causal quantile codes ``0 .. n_quantiles - 1`` of ``values`` (time order), -1 first.
+
+    Code ``i`` compares ``values[i]`` with the ``n_quantiles``-quantile edges of
+    ``values[: i + 1]`` (``numpy.quantile``, linear interpolation); the first ``warmup`` values
+    get -1. Nothing after ``i`` enters code ``i``. Shape (n,) -> (n,).
+    """
+    levels = np.linspace(0.0, 1.0, n_quantiles + 1)[1:-1]
+    seen: list[float] = []
+    codes = np.full(len(values), -1, dtype=np.int64)
+    for i, value in enumerate(np.asarray(values, dtype=float)):
+        bisect.insort(seen, float(value))
+        if i < warmup:
+            continue
+        position = levels * (len(seen) - 1)
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, len(seen) - 1)
+        lo, hi = np.array([seen[j] for j in low]), np.array([seen[j] for j in high])
+        edges = lo + (position - low) * (hi - lo)
+        codes[i] = int(np.searchsorted(edges, value, side="right"))
+    return codes
+
+
+def causal_energy_codes(
+    energy: np.ndarray, fold: np.ndarray, n_quantiles: int, *, warmup: int
+) -> np.ndarray:
+    """Return :func:`expanding_quantile_codes` run separately within each fold.
+
+    ``energy`` and ``fold`` are per forecast, sorted by time, shape (n,).
+    """
+    codes = np.full(len(energy), -1, dtype=np.int64)
+    for value in np.unique(fold):
+        rows = np.flatnonzero(fold == value)
+        codes[rows] = expanding_quantile_codes(energy[rows], n_quantiles, warmup=warmup)
+    return codes

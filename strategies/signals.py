@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from strategies.regimes import causal_energy_codes
+
 KEYS = ["ts_event", "instrument_id", "model", "fold", "horizon"]
 
 
@@ -62,13 +64,19 @@ class EnergyFilterParams:
     """Trade the base rule only in energy regimes where earlier folds showed skill."""
 
     base: ThresholdParams | VolTargetParams = field(default_factory=ThresholdParams)
-    n_quantiles: int = 3  # energy regimes = quantiles of the total energy over earlier folds
+    n_quantiles: int = 3  # energy regimes = causal quantiles of the fold's own total energy
     min_hit_rate: float = 0.5  # direction hit rate an energy regime needs in earlier folds
     min_samples: int = 30  # fewer earlier forecasts in a regime than this: do not trade it
     single_fold_periods: int = 4  # when all rows share one fold, split time into this many
+    warmup: int = 50  # first forecasts of a fold, flat: too few to place a quantile
 
     def __post_init__(self) -> None:
-        if self.n_quantiles < 1 or self.min_samples < 1 or self.single_fold_periods < 2:
+        if (
+            self.n_quantiles < 1
+            or self.min_samples < 1
+            or self.single_fold_periods < 2
+            or self.warmup < 0
+        ):
             raise ValueError(f"EnergyFilterParams: invalid {self}")
 
 
@@ -140,13 +148,17 @@ def energy_filter_signal(
 ) -> pl.DataFrame:
     """Keep the base rule's position only in energy regimes with earlier validated skill.
 
-    For each fold (ordered by its first ``ts_event``), the regime edges are the energy
-    quantiles of the rows of *earlier* folds whose label was known before the fold starts
-    (``ts_event + horizon * bar`` not after the fold's first ``ts_event``); a regime is traded
-    when those rows' direction hit rate (``direction_prob > 0.5`` vs ``realized_return > 0``)
-    reaches ``min_hit_rate`` over at least ``min_samples`` rows. The first fold has no earlier
-    evidence and stays flat. With a single fold, time is split into ``single_fold_periods``
-    equal-count periods that play the role of folds.
+    A forecast's energy regime is its causal quantile code *within its own fold*
+    (:func:`strategies.regimes.causal_energy_codes`: the fold's energies up to and including
+    it, after ``warmup`` forecasts; warm-up rows stay flat). Each fold is a separately trained
+    model whose energy has its own scale, so levels are not comparable across folds while ranks
+    are. For each fold (ordered by its first ``ts_event``), the rows of *earlier* folds whose
+    label was known before the fold starts (``ts_event + horizon * bar`` not after the fold's
+    first ``ts_event``) give each regime's direction hit rate (``direction_prob > 0.5`` vs
+    ``realized_return > 0``); a regime is traded when that reaches ``min_hit_rate`` over at
+    least ``min_samples`` rows. The first fold has no earlier evidence and stays flat. With a
+    single fold, time is split into ``single_fold_periods`` equal-count periods that play the
+    role of folds.
 
     Raises
     ------
@@ -166,23 +178,25 @@ def energy_filter_signal(
         forecasts.get_column("realized_return").to_numpy() > 0
     )
     has_label = forecasts.get_column("realized_return").is_not_null().to_numpy()
+    # causal within-fold codes, computed in time order (-1: warm-up or no energy)
+    codes = np.full(len(ts), -1, dtype=np.int64)
+    order = np.lexsort((ts,))
+    order = order[~np.isnan(energy[order])]
+    codes[order] = causal_energy_codes(
+        energy[order], periods[order], params.n_quantiles, warmup=params.warmup
+    )
     keep = np.zeros(len(ts), dtype=bool)
     starts = {p: ts[periods == p].min() for p in np.unique(periods)}
     for period, start in sorted(starts.items(), key=lambda item: item[1]):
         rows = periods == period
-        prior = (ts < start) & (label_known <= start) & has_label & ~np.isnan(energy)
-        if prior.sum() < params.min_samples:
-            continue  # no validated evidence yet: stay flat
-        edges = np.quantile(energy[prior], np.linspace(0, 1, params.n_quantiles + 1)[1:-1])
-        prior_bucket = np.searchsorted(edges, energy[prior], side="right")
-        skilled = set()
-        for bucket in range(params.n_quantiles):
-            in_bucket = prior_bucket == bucket
-            n = int(in_bucket.sum())
-            if n >= params.min_samples and hit[prior][in_bucket].mean() >= params.min_hit_rate:
-                skilled.add(bucket)
-        bucket_now = np.searchsorted(edges, energy[rows], side="right")
-        keep[rows] = np.isin(bucket_now, list(skilled)) & ~np.isnan(energy[rows])
+        prior = (ts < start) & (label_known <= start) & has_label & (codes >= 0)
+        skilled = [
+            code
+            for code in range(params.n_quantiles)
+            if (prior & (codes == code)).sum() >= params.min_samples
+            and hit[prior & (codes == code)].mean() >= params.min_hit_rate
+        ]
+        keep[rows] = np.isin(codes[rows], skilled)
     return base.with_columns(pl.Series("position", np.where(keep, base["position"], 0.0)))
 
 

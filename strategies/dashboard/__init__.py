@@ -69,8 +69,6 @@ from strategies.dashboard.page import (
 )
 from strategies.dashboard.plots import plot_informativeness, plot_regime_stats, plot_timeline
 from strategies.dashboard.stats import (
-    causal_energy_codes,
-    expanding_quantile_codes,
     forward_volatility,
     mean_durations,
     mean_with_ci,
@@ -78,6 +76,7 @@ from strategies.dashboard.stats import (
     transition_matrix,
     within_group_percentile,
 )
+from strategies.regimes import causal_energy_codes, expanding_quantile_codes
 
 __all__ = [
     "DashboardConfig",

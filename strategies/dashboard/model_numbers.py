@@ -1,7 +1,7 @@
 """One model's dashboard numbers: causal regimes, per-regime statistics, energy correlations.
 
 :func:`model_dashboard` lines a model's forecasts up with the bars they act on, labels every
-forecast with its causal energy regime (:func:`strategies.dashboard.stats.causal_energy_codes`)
+forecast with its causal energy regime (:func:`strategies.regimes.causal_energy_codes`)
 and every bar with the regime of the forecast in force, and computes per regime the counts,
 share of time, run lengths, volatility after the forecast, direction AUC and forecast MSE with
 block-bootstrap intervals, plus the Spearman correlations of energy with later volatility.
@@ -20,7 +20,6 @@ import polars as pl
 
 from data_specs.spec import InstrumentSpec
 from strategies.dashboard.stats import (
-    causal_energy_codes,
     forward_volatility,
     mean_durations,
     mean_with_ci,
@@ -36,7 +35,7 @@ from strategies.inputs import (
     window_bars,
 )
 from strategies.metrics import direction_scores
-from strategies.regimes import energy_labels, metrics_by_group
+from strategies.regimes import causal_energy_codes, energy_labels, metrics_by_group
 
 
 class DashboardInputError(BacktestInputError):

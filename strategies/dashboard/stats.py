@@ -1,15 +1,14 @@
 """The dashboard's statistics: causal regime codes, run lengths, transitions, intervals, ranks.
 
 Regime codes ``0 .. N - 1`` (``-1`` unlabelled) come from expanding-window quantiles, per fold,
-so nothing after a forecast enters its code (:func:`causal_energy_codes`). Intervals are
-circular block-bootstrap intervals (:func:`strategies.metrics.block_bootstrap`); the
+so nothing after a forecast enters its code (:func:`strategies.regimes.causal_energy_codes`).
+Intervals are circular block-bootstrap intervals (:func:`strategies.metrics.block_bootstrap`); the
 correlation null circularly shifts energy within each fold (:func:`rank_correlation`).
 Everything here is NumPy in, NumPy or plain numbers out.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 
 import numpy as np
@@ -17,44 +16,7 @@ import polars as pl
 
 from strategies.metrics import block_bootstrap
 
-# ---- regimes without look-ahead --------------------------------------------------------------
-
-
-def expanding_quantile_codes(values: np.ndarray, n_quantiles: int, *, warmup: int) -> np.ndarray:
-    """Return causal quantile codes ``0 .. n_quantiles - 1`` of ``values`` (time order), -1 first.
-
-    Code ``i`` compares ``values[i]`` with the ``n_quantiles``-quantile edges of
-    ``values[: i + 1]`` (``numpy.quantile``, linear interpolation); the first ``warmup`` values
-    get -1. Nothing after ``i`` enters code ``i``. Shape (n,) -> (n,).
-    """
-    levels = np.linspace(0.0, 1.0, n_quantiles + 1)[1:-1]
-    seen: list[float] = []
-    codes = np.full(len(values), -1, dtype=np.int64)
-    for i, value in enumerate(np.asarray(values, dtype=float)):
-        bisect.insort(seen, float(value))
-        if i < warmup:
-            continue
-        position = levels * (len(seen) - 1)
-        low = np.floor(position).astype(int)
-        high = np.minimum(low + 1, len(seen) - 1)
-        lo, hi = np.array([seen[j] for j in low]), np.array([seen[j] for j in high])
-        edges = lo + (position - low) * (hi - lo)
-        codes[i] = int(np.searchsorted(edges, value, side="right"))
-    return codes
-
-
-def causal_energy_codes(
-    energy: np.ndarray, fold: np.ndarray, n_quantiles: int, *, warmup: int
-) -> np.ndarray:
-    """Return :func:`expanding_quantile_codes` run separately within each fold.
-
-    ``energy`` and ``fold`` are per forecast, sorted by time, shape (n,).
-    """
-    codes = np.full(len(energy), -1, dtype=np.int64)
-    for value in np.unique(fold):
-        rows = np.flatnonzero(fold == value)
-        codes[rows] = expanding_quantile_codes(energy[rows], n_quantiles, warmup=warmup)
-    return codes
+# ---- regimes without look-ahead: strategies.regimes.causal_energy_codes ---------------------
 
 
 def mean_durations(codes: np.ndarray, n_states: int) -> np.ndarray:

@@ -70,9 +70,36 @@ def test_energy_filter_stays_flat_in_the_first_fold_and_trades_skilled_regimes_l
     pos = out["position"].to_numpy()
     fold = frame["fold"].to_numpy()
     assert np.all(pos[fold == 0] == 0)
-    later = fold > 0
+    # the first `warmup` forecasts of each fold have no regime yet: flat
+    index_in_fold = frame.select(pl.int_range(pl.len()).over("fold")).to_series().to_numpy()
+    warm = index_in_fold < params.warmup
+    assert np.all(pos[warm] == 0)
+    later = (fold > 0) & ~warm
     assert np.all(pos[later & (energy < 0.3)] == 0)
     assert np.mean(pos[later & high & (energy > 0.7)] != 0) > 0.9
+
+
+def test_energy_filter_regimes_are_ranks_within_each_fold_not_levels():
+    # each fold is its own model: fold k's energy is scaled by 10**k; skill sits in the top
+    # third of every fold. Pooled levels would put all of fold 3 in the top regime.
+    bars = make_bars(1200, seed=6)
+    frame = make_forecasts(bars, kind="noise", n_folds=4, seed=4)
+    rng = np.random.default_rng(1)
+    fold = frame["fold"].to_numpy()
+    unit = rng.random(frame.height)
+    energy = unit * 10.0**fold
+    realized = frame["realized_return"].to_numpy()
+    top = unit > 0.66
+    prob = np.where(top, np.where(realized > 0, 0.8, 0.2), frame["direction_prob"].to_numpy())
+    frame = frame.with_columns(
+        pl.Series("direction_prob", prob),
+        pl.Series("energy", [[e] for e in energy], dtype=pl.List(pl.Float64)),
+    )
+    params = EnergyFilterParams(base=ThresholdParams(), n_quantiles=3, min_hit_rate=0.6)
+    pos = energy_filter_signal(frame, params, periods_per_year=6240)["position"].to_numpy()
+    last = fold == 3
+    assert np.all(pos[last & (unit < 0.3)] == 0)  # low ranks of the big-scale fold stay flat
+    assert np.mean(pos[last & (unit > 0.75)] != 0) > 0.7
 
 
 def test_energy_filter_decisions_use_only_earlier_folds():
