@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
-import pipelines.store as store_module
+import pipelines.store.files as store_files
 from data_specs import LINEAGE, QUOTES
 from pipelines.errors import PipelineError
-from pipelines.store import NS_PER_DAY, PAUSE_ENV, STAGING, Store
+from pipelines.store import NS_PER_DAY, PAUSE_ENV, STAGING, Store, write_parquet
+from pipelines.store.merge import _conform_stored
 
 DAY0 = 1_398_902_400 * 1_000_000_000  # 2014-05-01T00:00:00Z
 
@@ -282,8 +283,8 @@ def test_partition_files_round_trip_every_type_and_null(tmp_path):
 
 def test_commit_without_syncfs_falls_back_to_fsync_per_file(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(store_module, "_LIBC", None)
-    monkeypatch.setattr(store_module, "_fsync_all", lambda paths: calls.append(list(paths)))
+    monkeypatch.setattr(store_files, "_LIBC", None)
+    monkeypatch.setattr(store_files, "_fsync_all", lambda paths: calls.append(list(paths)))
     Store(tmp_path).write("quotes", quote_frame([0, 1]), instrument_id="EURUSD")
     staged = [p for p in calls[0] if p.suffix == ".parquet"]
     assert len(staged) == 2  # both staged partition files were made durable before the journal
@@ -321,8 +322,8 @@ def test_daily_bar_folders_of_an_older_layout_are_read_and_merged_into_their_mon
     store = Store(tmp_path)
     legacy = store.table_dir("bars", "EURUSD") / "date=2014-05-01"
     legacy.mkdir(parents=True)
-    old = store_module._conform_stored(hourly_bars(1), "bars").drop("instrument_id")
-    store_module.write_parquet(old, legacy / "part-old.parquet")
+    old = _conform_stored(hourly_bars(1), "bars").drop("instrument_id")
+    write_parquet(old, legacy / "part-old.parquet")
     assert store.scan("bars", "EURUSD").collect().height == 24  # still readable
     store.write("bars", hourly_bars(2, close=2.0), instrument_id="EURUSD")  # May 1-2 again
     got = store.scan("bars", "EURUSD").collect()
