@@ -26,6 +26,9 @@ The JSON report (``<store>/_reports/<txid>-<instrument_id>.json``) holds ``inges
 Memory: one batch is in memory at a time (peak RSS about 550 MB for the 1.14M FXCM ticks of the
 benchmark, 30 MB of text: a few hundred bytes per tick); ``batch_mb`` bounds it. The report
 also lists ``batches`` (files per batch). Scans and bars run lazily / in day chunks.
+
+The report is built in :mod:`pipelines.ingest_report`; the bars in :mod:`pipelines.bar_store`
+(``build_bars`` is re-exported here).
 """
 
 from __future__ import annotations
@@ -36,8 +39,6 @@ import time
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +47,14 @@ from tqdm import tqdm
 
 from data_specs.schemas import LINEAGE, QUARANTINE, check_schema
 from data_specs.spec import InstrumentSpec
+from pipelines.bar_store import _bar_deriver, _day_divisor, build_bars
 from pipelines.clean import SCHEMAS, clean
 from pipelines.errors import PipelineError
+from pipelines.ingest_report import _add_table, _combine, _report
 from pipelines.readers import read
-from pipelines.store import (
-    NO_DATE,
-    NS_PER_DAY,
-    Store,
-    WriteSummary,
-    ns_to_date,
-    ns_to_iso,
-    to_ns,
-)
+from pipelines.store import Store
+
+__all__ = ["DEFAULT_BATCH_MB", "READ_THREADS", "build_bars", "ingest"]
 
 # reading is part GIL-bound (zip members, Python glue): more threads than cores still helps
 READ_THREADS = max(4, min(8, 2 * (os.cpu_count() or 1)))
@@ -135,25 +132,6 @@ def _read_all(
                         other.cancel()
                 bar.update(1)
         return [future.result() for future in futures]
-
-
-def _per_file(frame: pl.DataFrame) -> dict[str, int]:
-    """Rows per source file; kept rows come in time order, so files form long runs."""
-    if frame.height == 0:
-        return {}
-    runs = frame.select(pl.col("source_file").rle()).unnest("source_file")
-    counted = runs.group_by("value").agg(pl.col("len").sum())
-    return {str(k): int(v) for k, v in counted.iter_rows()}
-
-
-def _per_file_reason(frame: pl.DataFrame) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    if frame.height == 0:
-        return out
-    counted = frame.group_by("source_file", "reason").len().sort("source_file", "reason")
-    for source, reason, n in counted.iter_rows():
-        out.setdefault(str(source), {})[str(reason)] = int(n)
-    return out
 
 
 def ingest(
@@ -372,287 +350,3 @@ def _batches(paths: list[Path], batch_mb: float | None) -> list[list[Path]]:
         batches[-1].append(path)
         size += n
     return batches
-
-
-def _add_table(report: dict[str, Any], name: str, summary: WriteSummary) -> None:
-    entry = report["tables"].setdefault(name, {"rows_stored": 0, "rows_new": 0, "partitions": []})
-    entry["rows_stored"] += summary.rows
-    entry["rows_new"] += summary.rows_new
-    entry["partitions"] = sorted(set(entry["partitions"]) | set(summary.partitions))
-
-
-def _combine(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
-    """Add one batch's report to the running total (counts add, ranges widen, files append)."""
-    for key in ("rows_in", "rows_stored", "rows_new", "rows_quarantined", "rows_flagged"):
-        total[key] += part[key]
-    for key in ("quarantined_by_reason", "flagged_by_reason"):
-        merged = dict(total[key])
-        for reason, n in part[key].items():
-            merged[reason] = merged.get(reason, 0) + n
-        total[key] = dict(sorted(merged.items()))
-    lo = [r["first_ts_event"] for r in (total["time_range"], part["time_range"]) if r["first"]]
-    hi = [r["last_ts_event"] for r in (total["time_range"], part["time_range"]) if r["last"]]
-    first, last = (min(lo) if lo else None), (max(hi) if hi else None)
-    total["time_range"] = {
-        "first_ts_event": first,
-        "last_ts_event": last,
-        "first": ns_to_iso(first),
-        "last": ns_to_iso(last),
-    }
-    total["files"] += part["files"]
-    for name, entry in part["tables"].items():
-        mine = total["tables"].setdefault(name, {"rows_stored": 0, "rows_new": 0, "partitions": []})
-        mine["rows_stored"] += entry["rows_stored"]
-        mine["rows_new"] += entry["rows_new"]
-        mine["partitions"] = sorted(set(mine["partitions"]) | set(entry["partitions"]))
-    return total
-
-
-def _report(
-    files: list[tuple[Path, str, pl.DataFrame, pl.DataFrame, int]],
-    per_table: dict[str, tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]],
-    *,
-    fmt: str,
-    spec: InstrumentSpec,
-    store: Store,
-    center: bool,
-) -> dict[str, Any]:
-    """Count rows per file and reason and check the accounting (before anything is written)."""
-    stored: dict[str, int] = {}
-    quarantined: dict[str, dict[str, int]] = {}
-    flagged: dict[str, dict[str, int]] = {}
-    first: int | None = None
-    last: int | None = None
-    for kept, quarantine, flags in per_table.values():
-        stored.update(_per_file(kept))
-        for source, reasons in _per_file_reason(quarantine).items():
-            quarantined.setdefault(source, {}).update(reasons)
-        for source, reasons in _per_file_reason(flags).items():
-            flagged.setdefault(source, {}).update(reasons)
-        if kept.height:
-            lo, hi = kept["ts_event"].min(), kept["ts_event"].max()
-            first = lo if first is None else min(first, lo)
-            last = hi if last is None else max(last, hi)
-    owners = {str(path): str(path) for path, _, _, _, _ in files}
-
-    def owner(source: str) -> str:
-        # zip readers label rows "archive.zip:member.csv"; attribute them to the archive
-        if source in owners:
-            return source
-        for path in owners:
-            if source.startswith(path + ":"):
-                return path
-        return source
-
-    def regroup(counts: dict[str, Any], nested: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for source, value in counts.items():
-            key = owner(source)
-            if nested:
-                target = out.setdefault(key, {})
-                for reason, n in value.items():
-                    target[reason] = target.get(reason, 0) + n
-            else:
-                out[key] = out.get(key, 0) + value
-        return out
-
-    stored = regroup(stored, nested=False)
-    quarantined = regroup(quarantined, nested=True)
-    flagged = regroup(flagged, nested=True)
-    entries = []
-    totals = {"rows_in": 0, "rows_stored": 0, "rows_quarantined": 0, "rows_flagged": 0}
-    by_reason: dict[str, int] = {}
-    flagged_by_reason: dict[str, int] = {}
-    for path, table, _, _, rows_in in files:
-        key = str(path)
-        n_stored = stored.pop(key, 0)
-        reasons = quarantined.pop(key, {})
-        flags = flagged.pop(key, {})
-        n_quarantined = sum(reasons.values())
-        if n_stored + n_quarantined != rows_in:
-            message = (
-                f"accounting: {rows_in} rows in but {n_stored} stored + {n_quarantined} "
-                "quarantined (internal error; nothing was written)"
-            )
-            raise PipelineError(message, path=path)
-        entries.append(
-            {
-                "path": key,
-                "table": table,
-                "rows_in": rows_in,
-                "rows_stored": n_stored,
-                "rows_quarantined": n_quarantined,
-                "quarantined_by_reason": reasons,
-                "rows_flagged": sum(flags.values()),
-                "flagged_by_reason": flags,
-            }
-        )
-        totals["rows_in"] += rows_in
-        totals["rows_stored"] += n_stored
-        totals["rows_quarantined"] += n_quarantined
-        totals["rows_flagged"] += sum(flags.values())
-        for reason, n in reasons.items():
-            by_reason[reason] = by_reason.get(reason, 0) + n
-        for reason, n in flags.items():
-            flagged_by_reason[reason] = flagged_by_reason.get(reason, 0) + n
-    leftover = {**stored, **quarantined}
-    if leftover:
-        source = next(iter(leftover))
-        message = f"accounting: rows attributed to a file that was not ingested: {source}"
-        raise PipelineError(message)
-    return {
-        "ingest_id": None,
-        "created_utc": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "instrument_id": spec.instrument_id,
-        "format": fmt,
-        "store": str(store.root.resolve()),
-        **totals,
-        "rows_new": 0,
-        "rows_already_stored": 0,
-        "quarantined_by_reason": dict(sorted(by_reason.items())),
-        "flagged_by_reason": dict(sorted(flagged_by_reason.items())),
-        "time_range": {
-            "first_ts_event": first,
-            "last_ts_event": last,
-            "first": ns_to_iso(first),
-            "last": ns_to_iso(last),
-        },
-        "cleaning": {**asdict(spec.cleaning), "spike_window_centered": center},
-        "files": entries,
-        "tables": {},
-    }
-
-
-def _intraday_ns(every: str, *, flag: str = "every") -> int | None:
-    """Return the length of an intraday Polars duration in ns, None for calendar units.
-
-    Raises
-    ------
-    PipelineError
-        ``every`` is not a positive Polars duration string.
-    """
-    from pipelines.bars import fixed_duration_ns
-
-    try:
-        return fixed_duration_ns(every)
-    except ValueError as err:
-        raise PipelineError(f"--{flag}: {err}") from err
-
-
-def _day_divisor(every: str, *, flag: str) -> int:
-    """Return the length in ns of an intraday duration that divides a day, else raise."""
-    length = _intraday_ns(every, flag=flag)
-    if length is None or NS_PER_DAY % length:
-        message = (
-            f"--{flag}: {every!r} does not divide a day; build such bars with "
-            "`python -m pipelines bars` after the ingest"
-        )
-        raise PipelineError(message)
-    return length
-
-
-def _bar_deriver(spec: InstrumentSpec, every: Sequence[str]):
-    """Return a ``derive`` callback for ``Transaction.write``: a day's ticks -> that day's bars."""
-    from pipelines.bars import time_bars
-
-    def derive(date_text: str, ticks: pl.DataFrame) -> dict[str, pl.DataFrame]:
-        lf = ticks.lazy().with_columns(pl.lit(spec.instrument_id).alias("instrument_id"))
-        frames = [time_bars(lf, every=e, spec=spec, presorted=True) for e in every]
-        return {"bars": pl.concat(frames).collect(engine="in-memory")}
-
-    return derive
-
-
-def build_bars(
-    store: Store | str | Path,
-    *,
-    spec: InstrumentSpec,
-    every: str,
-    start: int | str | None = None,
-    end: int | str | None = None,
-    table: str = "bars",
-    progress: bool = False,
-    days_per_chunk: int = 3,
-) -> WriteSummary:
-    """Build time bars from the stored quotes and merge them into ``table`` (one transaction).
-
-    Intraday bar lengths that divide a day are built a few UTC days at a time (bars never
-    straddle UTC midnight then), on a few threads, so memory stays bounded by a few times
-    ``days_per_chunk`` days of ticks; other lengths are built in one streaming query.
-
-    Parameters
-    ----------
-    store : Store or path
-    spec : InstrumentSpec
-    every : str
-        Polars duration (``1m``, ``5m``, ``1h``, ``1d``...), passed to ``pipelines.bars.time_bars``.
-    start, end : int ns or ISO 8601, optional
-        UTC bounds on the ticks used (``end`` exclusive).
-    table : str
-        Target table (default ``bars``; bars of different lengths have different keys).
-
-    Returns
-    -------
-    WriteSummary
-        Rows written, rows new, partitions touched.
-
-    Raises
-    ------
-    PipelineError
-        No quotes for the instrument in the range, an empty range, or a bad ``every``.
-    """
-    from pipelines.bars import time_bars
-
-    store = store if isinstance(store, Store) else Store(store)
-    length = _intraday_ns(every)
-    instrument_id = spec.instrument_id
-    store.scan("quotes", instrument_id, start=start, end=end)  # fails early with a clear line
-    lo, hi = to_ns(start, what="start"), to_ns(end, what="end")
-    if length is not None and NS_PER_DAY % length == 0:
-        dates = sorted(
-            p.date
-            for p in store.partitions("quotes", instrument_id)
-            if p.date != NO_DATE
-            and (lo is None or p.date >= ns_to_date(lo))
-            and (hi is None or p.date <= ns_to_date(hi - 1))
-        )
-        chunks = [dates[i : i + days_per_chunk] for i in range(0, len(dates), days_per_chunk)]
-    else:
-        chunks = [[]]
-    total = WriteSummary(table, instrument_id)
-
-    def bars_of(chunk: list[str]) -> pl.DataFrame:
-        if chunk:
-            chunk_lo = to_ns(chunk[0], what="start")
-            chunk_hi = to_ns(chunk[-1], what="end") + NS_PER_DAY
-            chunk_lo = chunk_lo if lo is None else max(lo, chunk_lo)
-            chunk_hi = chunk_hi if hi is None else min(hi, chunk_hi)
-        else:
-            chunk_lo, chunk_hi = lo, hi
-        quotes = store.scan("quotes", instrument_id, start=chunk_lo, end=chunk_hi)
-        try:
-            return time_bars(quotes, every=every, spec=spec).collect(engine="streaming")
-        except pl.exceptions.PolarsError as err:
-            message = f"cannot build {every} bars: {' '.join(str(err).split())[:200]}"
-            raise PipelineError(message) from err
-
-    with store.transaction() as tx, ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        # chunks are independent: build them on a few threads, write them in order
-        built = pool.map(bars_of, chunks)
-        bar = tqdm(
-            built,
-            total=len(chunks),
-            desc="bars",
-            unit="chunk",
-            file=sys.stderr,
-            disable=not progress,
-        )
-        for bars in bar:
-            summary = tx.write(table, bars, instrument_id=instrument_id)
-            total.rows += summary.rows
-            total.rows_new += summary.rows_new
-            total.partitions.extend(summary.partitions)
-        if total.rows == 0:  # raised inside the transaction: nothing is written
-            span = f"{start or '-inf'} .. {end or '+inf'}"
-            raise PipelineError(f"no {instrument_id} quotes in {span}: no bars to build")
-    return total
