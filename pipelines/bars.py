@@ -43,6 +43,16 @@ def _is_trades(lf: pl.LazyFrame) -> bool:
     raise ValueError(message)
 
 
+def _ohlc(value: pl.Expr, prefix: str = "") -> list[pl.Expr]:
+    """First, max, min and last of ``value`` as ``<prefix>open/high/low/close``."""
+    return [
+        value.first().alias(f"{prefix}open"),
+        value.max().alias(f"{prefix}high"),
+        value.min().alias(f"{prefix}low"),
+        value.last().alias(f"{prefix}close"),
+    ]
+
+
 def _quote_aggs() -> list[pl.Expr]:
     bid, ask = pl.col("bid_price"), pl.col("ask_price")
     mid = (bid + ask) / 2
@@ -50,18 +60,9 @@ def _quote_aggs() -> list[pl.Expr]:
     sizes = pl.col("bid_size").fill_null(0.0) + pl.col("ask_size").fill_null(0.0)
     has_size = pl.col("bid_size").is_not_null() | pl.col("ask_size").is_not_null()
     return [
-        mid.first().alias("open"),
-        mid.max().alias("high"),
-        mid.min().alias("low"),
-        mid.last().alias("close"),
-        bid.first().alias("bid_open"),
-        bid.max().alias("bid_high"),
-        bid.min().alias("bid_low"),
-        bid.last().alias("bid_close"),
-        ask.first().alias("ask_open"),
-        ask.max().alias("ask_high"),
-        ask.min().alias("ask_low"),
-        ask.last().alias("ask_close"),
+        *_ohlc(mid),
+        *_ohlc(bid, "bid_"),
+        *_ohlc(ask, "ask_"),
         pl.when(has_size.any()).then(sizes.sum()).otherwise(None).alias("volume"),
         pl.len().cast(pl.Int64).alias("tick_count"),
         spread.mean().alias("spread_mean"),
@@ -73,10 +74,7 @@ def _quote_aggs() -> list[pl.Expr]:
 def _trade_aggs() -> list[pl.Expr]:
     price = pl.col("price")
     return [
-        price.first().alias("open"),
-        price.max().alias("high"),
-        price.min().alias("low"),
-        price.last().alias("close"),
+        *_ohlc(price),
         pl.col("size").sum().alias("volume"),
         pl.len().cast(pl.Int64).alias("tick_count"),
         price.log().diff().pow(2).sum().alias("realized_variance"),
@@ -153,10 +151,7 @@ def _fixed_time_bars(
     )
     v = pl.col("_v")
     common = [
-        v.first().alias("open"),
-        v.max().alias("high"),
-        v.min().alias("low"),
-        v.last().alias("close"),
+        *_ohlc(v),
         pl.len().cast(pl.Int64).alias("tick_count"),
         pl.col("_r2").sum().alias("realized_variance"),
     ]
@@ -172,14 +167,8 @@ def _fixed_time_bars(
         )
         aggs = [
             *common,
-            bid.first().alias("bid_open"),
-            bid.max().alias("bid_high"),
-            bid.min().alias("bid_low"),
-            bid.last().alias("bid_close"),
-            ask.first().alias("ask_open"),
-            ask.max().alias("ask_high"),
-            ask.min().alias("ask_low"),
-            ask.last().alias("ask_close"),
+            *_ohlc(bid, "bid_"),
+            *_ohlc(ask, "ask_"),
             pl.col("_size").sum().alias("volume"),
             pl.col("_sized").any().alias("_sized"),
             pl.col("_spread").mean().alias("spread_mean"),
