@@ -123,3 +123,17 @@ def write_run_folder(folder, forecasts: pl.DataFrame, bars: pl.DataFrame | None 
     if bars is not None:
         bars.write_parquet(folder / "bars.parquet")
     return folder
+
+
+# the scorecard keys the issue names as the interface (backtest.json and BacktestResult.card)
+SCORECARD_KEYS = (
+    "sharpe",
+    "sharpe_ci_low",
+    "sharpe_ci_high",
+    "psr",
+    "deflated_sharpe",
+    "max_drawdown",
+    "auc",
+    "n_trades",
+    "by_regime",
+)

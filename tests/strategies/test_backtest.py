@@ -12,7 +12,7 @@ from strategies.backtest import BacktestConfig, run_backtest, simulate
 from strategies.costs import pip_value, roll_counts
 from strategies.inputs import BacktestInputError, load_run_bars, positions_on_bars
 from strategies.signals import EnergyFilterParams, ThresholdParams
-from tests.strategies.factories import HOUR_NS, MONDAY, make_bars, make_forecasts
+from tests.strategies.factories import HOUR_NS, MONDAY, SCORECARD_KEYS, make_bars, make_forecasts
 
 FAST = BacktestConfig(n_boot=100, n_boot_regime=30, n_random=100, rollover=False)
 
@@ -218,15 +218,7 @@ def test_pure_noise_forecaster_shows_no_significant_sharpe(noise_result):
 def test_scorecard_holds_the_interface_fields_and_regime_families(oracle_result):
     card = oracle_result.card
     for key in (
-        "sharpe",
-        "sharpe_ci_low",
-        "sharpe_ci_high",
-        "psr",
-        "deflated_sharpe",
-        "max_drawdown",
-        "auc",
-        "n_trades",
-        "by_regime",
+        *SCORECARD_KEYS,
         "by_fold",
         "sortino",
         "calmar",

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.strategies.factories import make_bars, make_forecasts
+from tests.strategies.factories import SCORECARD_KEYS, make_bars, make_forecasts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,17 +39,7 @@ def test_cli_writes_scorecard_trades_and_report(run_dir):
     done = _cli("--run", str(folder), "--bars", str(bars_path), *options)
     assert done.returncode == 0, done.stderr
     card = json.loads((folder / "backtest.json").read_text())
-    for key in (
-        "sharpe",
-        "sharpe_ci_low",
-        "sharpe_ci_high",
-        "psr",
-        "deflated_sharpe",
-        "max_drawdown",
-        "auc",
-        "n_trades",
-        "by_regime",
-    ):
+    for key in SCORECARD_KEYS:
         assert key in card, key
     assert card["by_regime"]["session"]["london"]["sharpe"] is not None
     trades = pl.read_parquet(folder / "trades.parquet")
