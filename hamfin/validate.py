@@ -9,6 +9,11 @@ accuracy is 1/A. Sequence length T = K + L + 1 + K; the needed lag is K + L + 1 
     python -m hamfin.validate copy --length 1000 --model lstm --json copy.json
     python -m hamfin.validate copy --length 100000 --steps 0 --streaming 4096   # eval only
     python -m hamfin.validate probe --length 100000
+    python -m hamfin.validate listops --train 2000 --test 500 --max-len 2000 --steps 400
+
+``listops`` trains a classifier on Long Range Arena ListOps expressions generated on the spot
+(``hamfin.lra``) and prints the test accuracy with its 95% Wilson interval beside the test set's
+majority-class share and chance (0.1).
 
 ``--streaming P`` evaluates held-out sequences by feeding them in pieces of P steps and carrying
 each layer's state between pieces (training still sees whole sequences). ``probe`` is training
@@ -33,6 +38,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hamfin.core import HMLD, HMLDConfig, scan, shadow_energy, transition
+from hamfin.lra import (
+    LISTOPS_MODELS,
+    POOLINGS,
+    ListOpsConfig,
+    ListOpsData,
+    evaluate_listops,
+    generate_listops,
+    train_listops,
+)
+from hamfin.models.net import ModelConfig
 
 __all__ = [
     "CopyModel",
@@ -369,7 +384,7 @@ _non_negative.__name__ = "non-negative integer"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the CLI parser (sub-commands ``copy`` and ``probe``)."""
+    """Return the CLI parser (sub-commands ``copy``, ``probe`` and ``listops``)."""
     parser = _Parser(prog="python -m hamfin.validate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     copy = sub.add_parser("copy", help="train on the copying-memory task")
@@ -394,6 +409,26 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--d-model", type=_positive, default=32)
     probe.add_argument("--seed", type=int, default=0)
     probe.add_argument("--json", type=Path, help="write the result here")
+    listops = sub.add_parser("listops", help="train on LRA ListOps (generated, hamfin.lra)")
+    listops.add_argument("--train", type=_positive, default=2000, help="training expressions")
+    listops.add_argument("--test", type=_positive, default=500, help="test expressions")
+    listops.add_argument("--max-len", type=_positive, default=2000, help="lengths < this")
+    listops.add_argument("--min-len", type=_non_negative, help="lengths > this (max-len / 4)")
+    listops.add_argument("--max-depth", type=_positive, default=10)
+    listops.add_argument("--max-args", type=_positive, default=10)
+    listops.add_argument("--model", choices=tuple(LISTOPS_MODELS), default="hmld")
+    listops.add_argument("--mode", choices=_MODES, default="dissipative", help="HML-D mode")
+    listops.add_argument("--pooling", choices=POOLINGS, default="last")
+    listops.add_argument("--steps", type=_non_negative, default=400)
+    listops.add_argument("--batch", type=_positive, default=16)
+    listops.add_argument("--d-model", type=_positive, default=32)
+    listops.add_argument("--n-layers", type=_positive, default=2)
+    listops.add_argument("--n-heads", type=_positive, default=4, help="transformer heads")
+    listops.add_argument("--lr", type=float, default=3e-3)
+    listops.add_argument("--seed", type=int, default=0)
+    listops.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    listops.add_argument("--log-every", type=_positive, default=25)
+    listops.add_argument("--json", type=Path, help="write the result here")
     return parser
 
 
@@ -499,13 +534,107 @@ def _run_probe(args) -> dict:
     return {"task": "probe", **result}
 
 
+def _listops_setup(args) -> tuple[ListOpsConfig, ModelConfig]:
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    if args.model == "transformer" and (
+        args.d_model % args.n_heads or (args.d_model // args.n_heads) % 2
+    ):
+        message = f"--d-model {args.d_model} must split into --n-heads {args.n_heads} even heads"
+        raise UsageError(message)
+    min_len = args.max_len // 4 if args.min_len is None else args.min_len
+    try:
+        task = ListOpsConfig(
+            max_depth=args.max_depth,
+            max_args=args.max_args,
+            min_length=min_len,
+            max_length=args.max_len,
+        )
+    except ValueError as error:  # the window or the tree shape cannot give an expression
+        raise UsageError(f"--max-len/--min-len/--max-depth/--max-args: {error}") from None
+    config = ModelConfig(
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        d_state=args.d_model,
+        hmld_mode=args.mode,
+        n_heads=args.n_heads,
+    )
+    return task, config
+
+
+def _run_listops(args) -> dict:
+    task, config = _listops_setup(args)
+    start = time.perf_counter()
+    try:  # one pool of distinct expressions, split: no expression is in both sets
+        sequences, labels = generate_listops(task, args.train + args.test, seed=args.seed)
+    except RuntimeError as error:
+        raise UsageError(f"--train/--test/--max-len/--min-len: {error}") from None
+    train = ListOpsData.from_lists(sequences[: args.train], labels[: args.train])
+    test = ListOpsData.from_lists(sequences[args.train :], labels[args.train :])
+    generate_s = time.perf_counter() - start
+    lengths = train.lengths.float()
+    print(  # noqa: T201
+        f"listops: {args.train} train / {args.test} test expressions, "
+        f"{task.min_length} < length < {task.max_length} (train mean {lengths.mean():.0f}, "
+        f"max {int(lengths.max())}), max_depth {task.max_depth}, max_args {task.max_args}; "
+        f"generated in {generate_s:.1f} s\n"
+        f"model {args.model}{'/' + args.mode if args.model == 'hmld' else ''}, "
+        f"d_model {args.d_model} x {args.n_layers}, {args.pooling} pooling, batch {args.batch}, "
+        f"{args.steps} steps, lr {args.lr}, {args.device}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    options = {k: getattr(args, k) for k in ("steps", "batch", "lr", "seed", "device")}
+    model, loss = train_listops(
+        args.model,
+        config,
+        train,
+        pooling=args.pooling,
+        log_every=args.log_every,
+        log=lambda line: print(line, flush=True),  # noqa: T201
+        **options,
+    )
+    train_s = time.perf_counter() - start - generate_s
+    score = evaluate_listops(model, test, batch=2 * args.batch, device=args.device)
+    wall_s = time.perf_counter() - start
+    low, high = score["ci95"]
+    print(  # noqa: T201
+        f"test accuracy {score['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}, "
+        f"{score['correct']}/{score['examples']}); majority class of the test set "
+        f"{score['majority']:.3f}; chance {score['chance']:.3f}; "
+        f"train {train_s:.1f} s, wall {wall_s:.1f} s"
+    )
+    return {
+        "task": "listops",
+        "generator": asdict(task),
+        "train_examples": args.train,
+        "test_examples": args.test,
+        "train_mean_length": lengths.mean().item(),
+        "model": args.model,
+        "pooling": args.pooling,
+        "mode": args.mode if args.model == "hmld" else None,
+        "config": asdict(config),
+        **options,
+        "final_loss": loss,
+        **score,
+        "generate_s": generate_s,
+        "train_s": train_s,
+        "wall_s": wall_s,
+        "threads": torch.get_num_threads(),
+    }
+
+
+_RUNS = {"copy": _run_copy, "probe": _run_probe, "listops": _run_listops}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a validation; return 0, or 2 after one line on stderr for bad input."""
     try:
         args = build_parser().parse_args(argv)
         if args.json is not None and not args.json.parent.is_dir():
             raise UsageError(f"--json: directory {args.json.parent} does not exist")
-        result = _run_copy(args) if args.command == "copy" else _run_probe(args)
+        result = _RUNS[args.command](args)
     except UsageError as error:
         print(f"python -m hamfin.validate: error: {error}", file=sys.stderr)  # noqa: T201
         return 2
