@@ -41,3 +41,14 @@ def quotes_store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("quotes_store")
     Store(root).write("quotes", _quotes("GBPUSD", 6, seed=2).lazy(), instrument_id="GBPUSD")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread (no oversubscription on the shared 2 cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

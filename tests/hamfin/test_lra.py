@@ -27,7 +27,6 @@ from hamfin.lra import (
 )
 from hamfin.models.net import ModelConfig
 from hamfin.validate import main
-from tests.hamfin.test_validate import one_thread  # noqa: F401  (the shared fixture)
 
 SMALL = ListOpsConfig(min_length=20, max_length=120)
 

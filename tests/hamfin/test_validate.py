@@ -22,15 +22,6 @@ from hamfin.validate import (
 SHORT = CopyTask(length=20, tokens=3, alphabet=4)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread (no oversubscription on the shared 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _train_and_score(*, shuffle_labels: bool) -> float:
     model, _ = train_copy(
         SHORT,
