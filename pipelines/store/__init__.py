@@ -2,17 +2,19 @@
 
 Layout under ``root``::
 
-    <table>/instrument_id=<id>/date=<YYYY-MM-DD>/part-<txid>.parquet   daily tables
-    bars/instrument_id=<id>/month=<YYYY-MM>/part-<txid>.parquet         monthly: bars
+    quotes|trades/instrument_id=<id>/date=<YYYY-MM-DD>/part-<txid>.parquet     by day
+    bars|quarantine|flagged/instrument_id=<id>/month=<YYYY-MM>/part-<txid>.parquet  by month
     _reports/<txid>-<instrument_id>.json                              ingest reports
     _staging/<txid>/...                                               transactions in flight
     .lock                                                             writer lock (flock)
 
-``date`` is the UTC date of ``ts_event`` (``date=none`` holds quarantine rows without one);
-``bars`` are partitioned by UTC month instead (:data:`MONTHLY_TABLES`): a day of hourly bars is
-24 rows, and one file per day made long hourly histories slow to write and to scan. Bars
-written by day by an older version (``date=`` folders) are still read, and are merged into
-their month the next time that month is written.
+``date`` is the UTC date of ``ts_event`` (``date=none`` holds quarantine rows without one).
+``bars``, ``quarantine`` and ``flagged`` are partitioned by UTC month instead
+(:data:`MONTHLY_TABLES`): a day of hourly bars is 24 rows and a day's rejects a few thousand,
+and one file per day made long hourly histories slow to write and to scan (and costs every
+ingest a file per day for its quarantine). Tables written by day by an older version
+(``date=`` folders) are still read, and are merged into their month the next time that month
+is written.
 As in any hive layout the partition key ``instrument_id`` lives in the path, not in the files of
 the known tables (``scan`` puts it back); ``date`` is never a column.
 Tables: ``quotes``, ``trades``, ``bars`` (the schema + LINEAGE columns), ``quarantine`` and

@@ -19,7 +19,7 @@ from pipelines.errors import PipelineError
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 NO_DATE = "none"
-MONTHLY_TABLES = frozenset({"bars"})  # partitioned by month; every other table by day
+MONTHLY_TABLES = frozenset({"bars", "quarantine", "flagged"})  # by month; ticks by day
 STAGING = "_staging"
 REPORTS = "_reports"
 

@@ -242,7 +242,7 @@ def test_quarantine_rows_without_a_timestamp_go_to_date_none(tmp_path):
         schema_overrides={"ts_event": pl.Int64},
     )
     store.write("quarantine", rows, instrument_id="EURUSD")
-    assert [p.date for p in store.partitions("quarantine", "EURUSD")] == ["2014-05-01", "none"]
+    assert [p.date for p in store.partitions("quarantine", "EURUSD")] == ["2014-05", "none"]
     assert store.scan("quarantine", "EURUSD").collect().height == 2
     ranged = store.scan("quarantine", "EURUSD", start="2014-05-01").collect()
     assert ranged["reason"].to_list() == ["crossed_quote"]
