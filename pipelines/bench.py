@@ -234,11 +234,10 @@ def run_bench(
         this = {name: _run_job(name, data, 2) for name in ("io_floor", "pipeline")}
         rounds.append({name: job["seconds"] for name, job in this.items()})
         for name, job in this.items():
-            if name not in jobs or job["seconds"] < jobs[name]["seconds"]:
-                peak = max(job["peak_rss_mb"], jobs.get(name, job)["peak_rss_mb"])
-                jobs[name] = {**job, "peak_rss_mb": peak}
-            else:
-                jobs[name]["peak_rss_mb"] = max(jobs[name]["peak_rss_mb"], job["peak_rss_mb"])
+            best = jobs.get(name, job)
+            peak = max(job["peak_rss_mb"], best["peak_rss_mb"])  # the largest over the rounds
+            best = job if job["seconds"] < best["seconds"] else best
+            jobs[name] = {**best, "peak_rss_mb": peak}
     if not skip_pandas:
         print("running pandas ...", file=sys.stderr, flush=True)
         jobs["pandas"] = _run_job("pandas", data, 2)

@@ -65,7 +65,6 @@ class WriteSummary:
     rows_new: int = 0  # rows not already in the store (bars: keys not already present)
     partitions: list[str] = field(default_factory=list)  # dates touched
     derived: dict[str, WriteSummary] = field(default_factory=dict)  # tables made by derive()
-    rows_by_partition: dict[str, int] = field(default_factory=dict)  # rows handed, per date
     rows_by_day: dict[str, int] = field(default_factory=dict)  # derived: rows per source day
 
 
@@ -213,8 +212,6 @@ class Transaction:
             target.rows += item.rows if name != table else 0
             target.rows_new += item.rows_new
             target.partitions.append(item.key[2])
-            if name == table:
-                target.rows_by_partition[item.key[2]] = item.rows
             item.frame = None
         for name, days in derived_days.items():
             summary.derived[name].rows_by_day = days
